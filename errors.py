@@ -1,0 +1,48 @@
+"""The service's exceptions. Each maps to one HTTP status; messages name what was wrong."""
+
+from __future__ import annotations
+
+
+class FaceServiceError(Exception):
+    """Base class; ``status_code`` is the HTTP status the API answers with."""
+
+    status_code = 500
+
+
+class InvalidImageError(FaceServiceError):
+    status_code = 400
+
+
+class ImageTooLargeError(FaceServiceError):
+    status_code = 413
+
+
+class UnsupportedMediaTypeError(FaceServiceError):
+    status_code = 415
+
+
+class NoFaceError(FaceServiceError):
+    status_code = 422
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"no face found in {field!r}")
+        self.field = field
+
+
+class ModelUnavailableError(FaceServiceError):
+    """Triton or one of the models cannot answer now; the client should retry."""
+
+    status_code = 503
+    retry_after_s = 5
+
+
+class ModelRepositoryError(FaceServiceError):
+    """A model file or the model repository is missing, corrupt or of an unknown layout."""
+
+
+class ModelConfigError(FaceServiceError):
+    """A Triton model configuration cannot be built or does not fit the pipeline."""
+
+
+class TritonServerError(FaceServiceError):
+    """The local Triton process could not be started or stopped."""

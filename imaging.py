@@ -1,0 +1,149 @@
+"""Image decoding and the geometry around the models: letterboxing for the detector and the
+5-point similarity alignment to ArcFace's 112x112 template. Pure functions on numpy arrays;
+images are uint8 BGR (OpenCV's order, which InsightFace's models were trained with)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from errors import ImageTooLargeError, InvalidImageError
+
+# InsightFace's ArcFace template: eye centres, nose tip and mouth corners in a 112x112 crop.
+ARCFACE_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
+ARCFACE_SIZE = 112
+
+
+def decode_image(data: bytes, *, field: str, max_pixels: int) -> np.ndarray:
+    """Decodes JPEG, PNG (incl. RGBA, 16-bit), WebP, BMP, GIF, TIFF or grayscale bytes into a BGR
+    uint8 array, with the EXIF orientation applied. Transparent pixels become white."""
+    if not data:
+        raise InvalidImageError(f"{field!r} is empty")
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own pixel limit below; PIL's bomb warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{field!r} has {width}x{height} = {width * height} pixels; "
+                    f"the limit is {max_pixels}"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"{field!r} is too large to decode: {error}") from error
+    except UnidentifiedImageError as error:
+        raise InvalidImageError(
+            f"{field!r} is not an image in a supported format (JPEG, PNG, WebP, BMP, GIF, TIFF)"
+        ) from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InvalidImageError(f"{field!r} is a corrupt or truncated image: {error}") from error
+    return _to_bgr(image)
+
+
+def _to_bgr(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (or 32-bit integer) grayscale: scale to 8 bits instead of clipping.
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        gray = np.clip(np.rint(array * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    if image.mode == "F":
+        gray = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    rgb = np.asarray(image.convert("RGB"))
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """An image resized into the top-left corner of a square canvas, keeping its aspect ratio."""
+
+    canvas: np.ndarray
+    scale: float  # canvas pixels per original pixel
+
+
+def letterbox(image: np.ndarray, size: int) -> Letterbox:
+    """The same resize as InsightFace's SCRFD (so that results match it): the long side becomes
+    ``size``, the rest of the canvas is black."""
+    height, width = image.shape[:2]
+    if height / width > 1.0:
+        new_height = size
+        new_width = int(new_height / (height / width))
+    else:
+        new_width = size
+        new_height = int(new_width * (height / width))
+    new_width, new_height = max(new_width, 1), max(new_height, 1)
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    canvas[:new_height, :new_width] = cv2.resize(image, (new_width, new_height))
+    return Letterbox(canvas=canvas, scale=new_height / height)
+
+
+def pad_to_square(image: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """Centres the image on a black square canvas ``factor`` times its long side; returns the
+    canvas and the (x, y) offset of the image in it. SCRFD misses faces that fill the frame."""
+    height, width = image.shape[:2]
+    side = int(round(max(height, width) * factor))
+    x0, y0 = (side - width) // 2, (side - height) // 2
+    canvas = np.zeros((side, side, 3), dtype=np.uint8)
+    canvas[y0 : y0 + height, x0 : x0 + width] = image
+    return canvas, (x0, y0)
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 least-squares similarity (rotation, uniform scale, translation) that maps
+    ``source`` points onto ``target`` points: Umeyama (1991), as scikit-image estimates it."""
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if source.shape != target.shape or source.ndim != 2 or source.shape[1] != 2:
+        raise ValueError(f"point sets must both be (N, 2), got {source.shape} and {target.shape}")
+    count = source.shape[0]
+    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    source_centered, target_centered = source - source_mean, target - target_mean
+    covariance = target_centered.T @ source_centered / count
+    sign = np.ones(2)
+    if np.linalg.det(covariance) < 0:
+        sign[-1] = -1
+    u, singular, vt = np.linalg.svd(covariance)
+    rank = np.linalg.matrix_rank(covariance)
+    if rank == 0:
+        raise ValueError("degenerate point set: all points coincide")
+    if rank == 1:
+        if np.linalg.det(u) * np.linalg.det(vt) > 0:
+            rotation = u @ vt
+        else:
+            flipped = sign.copy()
+            flipped[-1] = -1
+            rotation = u @ np.diag(flipped) @ vt
+    else:
+        rotation = u @ np.diag(sign) @ vt
+    source_variance = source_centered.var(axis=0).sum()
+    scale = (singular @ sign) / source_variance
+    translation = target_mean - scale * rotation @ source_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The 112x112 ArcFace crop for one face's five landmarks."""
+    matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE)
+    return cv2.warpAffine(image, matrix, (ARCFACE_SIZE, ARCFACE_SIZE), borderValue=0.0)

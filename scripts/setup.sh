@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates .venv, installs the pinned dependencies and puts the default model pack into
+# model_repository/. Idempotent: a second run only checks what is already there.
+#   bash scripts/setup.sh          service dependencies
+#   bash scripts/setup.sh --dev    plus tests, accuracy and benchmark dependencies
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV="${FACE_VENV:-.venv}"
+INSIGHTFACE_VERSION="2.1"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+fi
+
+requirements=requirements.txt
+[ "${1:-}" = "--dev" ] && requirements=requirements-dev.txt
+stamp="$VENV/.installed-$(sha256sum "$requirements" requirements.txt | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  "$VENV/bin/python" -m pip install --quiet -r "$requirements"
+  if [ "$requirements" = requirements-dev.txt ]; then
+    # The reference implementation for parity tests and benchmarks; see requirements-dev.txt.
+    "$VENV/bin/python" -m pip install --quiet --no-deps "insightface==$INSIGHTFACE_VERSION"
+  fi
+  touch "$stamp"
+fi
+
+"$VENV/bin/python" extract_insightface_models.py ${FACE_MODEL_PACK:+--pack "$FACE_MODEL_PACK"}

@@ -1,0 +1,67 @@
+"""Every setting of the service, in one place. Each can be set as an environment variable with
+the ``FACE_`` prefix (``FACE_PORT=8080``) or in a ``.env`` file."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACE_", env_file=".env", extra="ignore")
+
+    # API server
+    host: str = "0.0.0.0"
+    port: int = Field(3000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Triton: with triton_url set the service starts no server and uses that one.
+    triton_url: str | None = Field(
+        None, description="host:port of an external Triton HTTP endpoint, e.g. triton:8000"
+    )
+    model_repository: Path = REPOSITORY_ROOT / "model_repository"
+    triton_bind_address: str = "127.0.0.1"
+    triton_http_port: int = Field(8000, ge=1, le=65535)
+    triton_grpc_port: int = Field(8001, ge=1, le=65535)
+    triton_metrics_port: int = Field(8002, ge=1, le=65535)
+    triton_backend: Literal["auto", "onnxruntime", "python"] = "auto"
+    triton_startup_timeout_s: float = Field(180.0, gt=0)
+    triton_request_timeout_s: float = Field(30.0, gt=0)
+    triton_log_file: Path = REPOSITORY_ROOT / "data" / "triton.log"
+    # Model instances and onnxruntime threads per instance; 0 means "size for this machine".
+    triton_instances: int = Field(1, ge=1)
+    triton_intra_op_threads: int = Field(0, ge=0)
+    triton_inter_op_threads: int = Field(1, ge=1)
+    triton_max_queue_delay_us: int = Field(2000, ge=0)
+    recognizer_max_batch_size: int = Field(32, ge=1)
+    detector_max_batch_size: int = Field(4, ge=1)
+
+    # Detection and verification
+    detector_input_size: int = Field(640, ge=64, le=2048, multiple_of=32)
+    det_threshold: float = Field(0.5, gt=0, lt=1)
+    nms_threshold: float = Field(0.4, gt=0, le=1)
+    similarity_threshold: float | None = Field(
+        None, ge=-1, le=1, description="Overrides the model pack's default verification threshold"
+    )
+
+    # Input limits
+    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(50_000_000, gt=0)
+
+    def intra_op_threads(self) -> int:
+        """Threads each onnxruntime session may use: the machine's cores shared by the instances."""
+        if self.triton_intra_op_threads:
+            return self.triton_intra_op_threads
+        return max(1, (os.cpu_count() or 1) // self.triton_instances)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,511 @@
+"""Triton Inference Server: the model repository, the server process and the client.
+
+- :func:`build_model_config` turns an ONNX file into Triton's own ``ModelConfig`` protobuf, and
+  :func:`write_model_configs` serialises one ``config.pbtxt`` per model with ``text_format``.
+- :class:`TritonServer` runs a local ``tritonserver`` (the binary of the nvidia-pytriton wheel, or
+  the official container's), waits for readiness, captures its log, restarts it when it dies and
+  stops it with SIGINT, then kill.
+- :class:`TritonClient` talks to any Triton (local or external) over HTTP with binary tensors.
+- :class:`TritonService` puts the three together for the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import onnx
+from google.protobuf import json_format, text_format
+from google.protobuf.message import DecodeError
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.http import InferInput, InferRequestedOutput
+from tritonclient.http.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from errors import ModelConfigError, ModelRepositoryError, ModelUnavailableError, TritonServerError
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DETECTOR_MODEL = "face_detector"
+RECOGNIZER_MODEL = "fr_model"
+MODEL_NAMES = (DETECTOR_MODEL, RECOGNIZER_MODEL)
+MODEL_FILENAME = "model.onnx"
+MODEL_VERSION = "1"
+# ONNX metadata keys written by extract_insightface_models.py; copied into config parameters so
+# that the pipeline learns them from Triton, local or external.
+METADATA_PREFIX = "face_service."
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
+
+_ONNX_TO_TRITON_DTYPE = {
+    onnx.TensorProto.FLOAT: mc.TYPE_FP32,
+    onnx.TensorProto.FLOAT16: mc.TYPE_FP16,
+    onnx.TensorProto.DOUBLE: mc.TYPE_FP64,
+    onnx.TensorProto.UINT8: mc.TYPE_UINT8,
+    onnx.TensorProto.INT8: mc.TYPE_INT8,
+    onnx.TensorProto.INT32: mc.TYPE_INT32,
+    onnx.TensorProto.INT64: mc.TYPE_INT64,
+    onnx.TensorProto.BOOL: mc.TYPE_BOOL,
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: int  # a model_config_pb2.DataType value
+    dims: tuple[int, ...]  # -1 where dynamic
+
+
+@dataclass(frozen=True)
+class OnnxModelSpec:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    metadata: Mapping[str, str]
+
+    @property
+    def batchable(self) -> bool:
+        """Whether the first dimension of every tensor is a free batch dimension."""
+        declared = self.metadata.get(METADATA_PREFIX + "batched")
+        if declared is not None:
+            return declared == "true"
+        return all(t.dims and t.dims[0] == -1 for t in (*self.inputs, *self.outputs))
+
+
+def _tensor_spec(value: onnx.ValueInfoProto, path: Path) -> TensorSpec:
+    tensor_type = value.type.tensor_type
+    if tensor_type.elem_type not in _ONNX_TO_TRITON_DTYPE:
+        raise ModelConfigError(
+            f"{path}: tensor {value.name!r} has ONNX element type {tensor_type.elem_type}, "
+            "which Triton configs here do not support"
+        )
+    dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim)
+    return TensorSpec(value.name, _ONNX_TO_TRITON_DTYPE[tensor_type.elem_type], dims)
+
+
+def read_onnx_spec(path: Path) -> OnnxModelSpec:
+    """Inputs, outputs and metadata of an ONNX file, without loading its weights."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except OSError as error:
+        raise ModelRepositoryError(f"{path}: cannot read ONNX model: {error}") from error
+    except DecodeError as error:
+        raise ModelRepositoryError(f"{path}: not a valid ONNX model: {error}") from error
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = tuple(_tensor_spec(v, path) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(_tensor_spec(v, path) for v in model.graph.output)
+    metadata = {prop.key: prop.value for prop in model.metadata_props}
+    return OnnxModelSpec(inputs, outputs, metadata)
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How one model is served: what the config gets beyond the ONNX file's own facts."""
+
+    backend: str  # "onnxruntime" or "python"
+    max_batch_size: int
+    instances: int
+    intra_op_threads: int
+    inter_op_threads: int
+    max_queue_delay_us: int
+
+
+def build_model_config(name: str, spec: OnnxModelSpec, options: ServingOptions) -> mc.ModelConfig:
+    """A Triton ``ModelConfig`` for one ONNX model, built as data."""
+    if options.backend not in ("onnxruntime", "python"):
+        raise ModelConfigError(f"backend must be 'onnxruntime' or 'python', not {options.backend!r}")
+    batched = spec.batchable and options.max_batch_size > 0
+    config = mc.ModelConfig(
+        name=name,
+        backend=options.backend,
+        max_batch_size=options.max_batch_size if batched else 0,
+    )
+    if options.backend == "onnxruntime":
+        config.default_model_filename = MODEL_FILENAME
+    else:
+        # The python backend insists on model.py; the generic model.py reads this parameter.
+        config.parameters["onnx_model_filename"].string_value = MODEL_FILENAME
+    for tensors, field in ((spec.inputs, config.input), (spec.outputs, config.output)):
+        for tensor in tensors:
+            dims = tensor.dims[1:] if batched else tensor.dims
+            field.add(name=tensor.name, data_type=tensor.data_type, dims=list(dims))
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=options.instances)
+    if batched:
+        config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    config.parameters["intra_op_thread_count"].string_value = str(options.intra_op_threads)
+    config.parameters["inter_op_thread_count"].string_value = str(options.inter_op_threads)
+    for key, value in spec.metadata.items():
+        if key.startswith(METADATA_PREFIX):
+            config.parameters[key].string_value = value
+    return config
+
+
+def serialize_config(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+def parse_config(text: str) -> mc.ModelConfig:
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def detect_backend(backend_directory: Path | None) -> str:
+    """The native onnxruntime backend where the server has it, else the python backend."""
+    if backend_directory is not None and (backend_directory / "onnxruntime").is_dir():
+        return "onnxruntime"
+    return "python"
+
+
+def model_serving_options(settings: Settings, backend: str) -> dict[str, ServingOptions]:
+    common = {
+        "backend": backend,
+        "instances": settings.triton_instances,
+        "intra_op_threads": settings.intra_op_threads(),
+        "inter_op_threads": settings.triton_inter_op_threads,
+        "max_queue_delay_us": settings.triton_max_queue_delay_us,
+    }
+    return {
+        DETECTOR_MODEL: ServingOptions(max_batch_size=settings.detector_max_batch_size, **common),
+        RECOGNIZER_MODEL: ServingOptions(max_batch_size=settings.recognizer_max_batch_size, **common),
+    }
+
+
+def write_model_configs(
+    repository: Path, options: Mapping[str, ServingOptions]
+) -> dict[str, mc.ModelConfig]:
+    """Writes ``config.pbtxt`` (and, for the python backend, ``model.py``) for every model."""
+    configs = {}
+    for name, serving in options.items():
+        model_dir = repository / name
+        onnx_path = model_dir / MODEL_VERSION / MODEL_FILENAME
+        if not onnx_path.is_file():
+            raise ModelRepositoryError(
+                f"{onnx_path} is missing: run `python extract_insightface_models.py` first"
+            )
+        config = build_model_config(name, read_onnx_spec(onnx_path), serving)
+        (model_dir / "config.pbtxt").write_text(serialize_config(config))
+        python_model = onnx_path.with_name("model.py")
+        if serving.backend == "python":
+            shutil.copyfile(PYTHON_MODEL_SOURCE, python_model)
+        else:
+            python_model.unlink(missing_ok=True)
+        configs[name] = config
+    return configs
+
+
+def pytriton_server_paths() -> tuple[Path, Path]:
+    """The ``tritonserver`` binary and its shared libraries from the nvidia-pytriton wheel."""
+    try:
+        import pytriton
+    except ImportError as error:
+        raise TritonServerError(
+            "no tritonserver found: install nvidia-pytriton or set FACE_TRITON_URL"
+        ) from error
+    package = Path(pytriton.__file__).parent
+    return package / "tritonserver" / "bin" / "tritonserver", package.parent / "nvidia_pytriton.libs"
+
+
+def prepare_python_backend(backend_directory: Path) -> Path:
+    """A backend folder of the service's own: pytriton's python backend plus the stub built for
+    the running Python, linked rather than copied so that site-packages stays untouched."""
+    binary, _ = pytriton_server_paths()
+    tritonserver = binary.parent.parent
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = tritonserver / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonServerError(f"nvidia-pytriton has no python backend stub for Python {version}")
+    python_dir = backend_directory / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    sources = [*(tritonserver / "backends" / "python").glob("*.*"), stub]
+    for source in sources:
+        link = python_dir / source.name
+        if link.is_symlink() or link.exists():
+            if link.resolve() == source.resolve():
+                continue
+            link.unlink()
+        link.symlink_to(source)
+    return backend_directory
+
+
+class TritonServer:
+    """A local ``tritonserver`` process, kept alive until :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        model_repository: Path,
+        backend_directory: Path,
+        binary: Path,
+        library_path: Path | None,
+        bind_address: str,
+        http_port: int,
+        grpc_port: int,
+        metrics_port: int,
+        log_file: Path,
+    ) -> None:
+        self.model_repository = model_repository
+        self.backend_directory = backend_directory
+        self.binary = binary
+        self.library_path = library_path
+        self.bind_address = bind_address
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.metrics_port = metrics_port
+        self.log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"{self.bind_address}:{self.http_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def arguments(self) -> list[str]:
+        return [
+            str(self.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.backend_directory}",
+            f"--http-address={self.bind_address}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.bind_address}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.bind_address}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+            # Our own client closes its connections first; others get a short grace period.
+            "--exit-timeout-secs=10",
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.library_path is not None:
+            env["LD_LIBRARY_PATH"] = ":".join(
+                p for p in (str(self.library_path), env.get("LD_LIBRARY_PATH")) if p
+            )
+        # The python backend stub embeds an interpreter that finds its prefix through `python3`
+        # on PATH: put this virtual environment first so that the models see its packages.
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        return env
+
+    def start_process(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.arguments(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+            )
+        logger.info("started tritonserver pid %d, log in %s", self._process.pid, self.log_file)
+
+    def exited(self) -> bool:
+        return self._process is None or self._process.poll() is not None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def start(self, client: TritonClient, timeout_s: float) -> None:
+        self._stopping = False
+        self.start_process()
+        await self.wait_ready(client, timeout_s)
+        self._watchdog = asyncio.create_task(self._watch(client, timeout_s))
+
+    async def wait_ready(self, client: TritonClient, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self.exited():
+                raise TritonServerError(
+                    f"tritonserver exited while starting:\n{self.log_tail()}"
+                )
+            if await client.server_ready():
+                return
+            await asyncio.sleep(0.25)
+        raise TritonServerError(
+            f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}"
+        )
+
+    async def _watch(self, client: TritonClient, timeout_s: float) -> None:
+        while not self._stopping:
+            await asyncio.sleep(1.0)
+            if self._stopping or not self.exited():
+                continue
+            code = self._process.returncode if self._process else None
+            logger.error("tritonserver exited with %s; restarting\n%s", code, self.log_tail(10))
+            self.restarts += 1
+            try:
+                self.start_process()
+                await self.wait_ready(client, timeout_s)
+                logger.info("tritonserver is ready again after restart %d", self.restarts)
+            except TritonServerError:
+                logger.exception("tritonserver restart failed; retrying")
+                await asyncio.sleep(min(30.0, 2.0 * self.restarts))
+
+    async def stop(self, timeout_s: float = 15.0) -> None:
+        self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.to_thread(process.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("tritonserver ignored SIGINT for %.0f s; killing it", timeout_s)
+            process.kill()
+            await asyncio.to_thread(process.wait)
+
+
+class TritonClient:
+    """Async HTTP client with binary tensors. Every failure to reach Triton or a model is
+    raised as :class:`ModelUnavailableError` so that the API answers 503."""
+
+    def __init__(self, url: str, *, timeout_s: float) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._client = InferenceServerClient(url, conn_timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def server_ready(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return bool(await self._client.is_server_ready())
+        except (aiohttp.ClientError, InferenceServerException, TimeoutError, OSError):
+            return False
+
+    async def model_ready(self, model: str) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return bool(await self._client.is_model_ready(model))
+        except (aiohttp.ClientError, InferenceServerException, TimeoutError, OSError):
+            return False
+
+    async def model_config(self, model: str) -> mc.ModelConfig:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                config = await self._client.get_model_config(model)
+        except (aiohttp.ClientError, InferenceServerException, TimeoutError, OSError) as error:
+            raise ModelUnavailableError(f"model {model!r} is not available: {error}") from error
+        return json_format.ParseDict(config, mc.ModelConfig(), ignore_unknown_fields=True)
+
+    async def infer(
+        self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        infer_inputs = []
+        for name, array in inputs.items():
+            infer_input = InferInput(name, list(array.shape), _triton_dtype(array))
+            infer_input.set_data_from_numpy(array, binary_data=True)
+            infer_inputs.append(infer_input)
+        requested = [InferRequestedOutput(name, binary_data=True) for name in outputs]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await self._client.infer(model, infer_inputs, outputs=requested)
+        except TimeoutError as error:
+            raise ModelUnavailableError(
+                f"model {model!r} did not answer within {self.timeout_s:.0f} s"
+            ) from error
+        except (aiohttp.ClientError, InferenceServerException, OSError) as error:
+            raise ModelUnavailableError(f"model {model!r} is not available: {error}") from error
+        return {name: result.as_numpy(name) for name in outputs}
+
+
+def _triton_dtype(array: np.ndarray) -> str:
+    return {np.float32: "FP32", np.float16: "FP16", np.uint8: "UINT8", np.int64: "INT64"}[
+        array.dtype.type
+    ]
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    ready: bool
+    triton: bool
+    models: dict[str, bool]
+    reason: str | None
+
+
+class TritonService:
+    """Owns the model repository's configs, the local server (unless external) and the client."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: TritonServer | None = None
+        url = settings.triton_url
+        if url is None:
+            url = f"{settings.triton_bind_address}:{settings.triton_http_port}"
+        self.client = TritonClient(url, timeout_s=settings.triton_request_timeout_s)
+
+    @property
+    def external(self) -> bool:
+        return self.settings.triton_url is not None
+
+    def prepare_local_server(self) -> TritonServer:
+        settings = self.settings
+        binary, libraries = pytriton_server_paths()
+        backend_directory = prepare_python_backend(settings.triton_log_file.parent / "backends")
+        backend = settings.triton_backend
+        if backend == "auto":
+            backend = detect_backend(backend_directory)
+        write_model_configs(settings.model_repository, model_serving_options(settings, backend))
+        return TritonServer(
+            model_repository=settings.model_repository,
+            backend_directory=backend_directory,
+            binary=binary,
+            library_path=libraries,
+            bind_address=settings.triton_bind_address,
+            http_port=settings.triton_http_port,
+            grpc_port=settings.triton_grpc_port,
+            metrics_port=settings.triton_metrics_port,
+            log_file=settings.triton_log_file,
+        )
+
+    async def start(self) -> None:
+        if self.external:
+            logger.info("using the external Triton at %s", self.client.url)
+            return
+        self.server = self.prepare_local_server()
+        await self.server.start(self.client, self.settings.triton_startup_timeout_s)
+
+    async def stop(self) -> None:
+        # Close our keep-alive connections first: Triton waits for open connections on SIGINT.
+        await self.client.close()
+        if self.server is not None:
+            await self.server.stop()
+
+    async def health(self) -> HealthReport:
+        triton = await self.client.server_ready()
+        models = {name: triton and await self.client.model_ready(name) for name in MODEL_NAMES}
+        reason = None
+        if not triton:
+            reason = f"Triton at {self.client.url} is not ready"
+        elif not all(models.values()):
+            missing = ", ".join(name for name, ready in models.items() if not ready)
+            reason = f"model(s) not ready: {missing}"
+        return HealthReport(ready=reason is None, triton=triton, models=models, reason=reason)
