@@ -20,7 +20,14 @@ from errors import (
     UnsupportedMediaTypeError,
 )
 from pipeline import FacePipeline, cosine_similarity
-from schemas import EmbeddingPublic, ErrorPublic, FacePublic, HealthPublic, LivenessPublic, SimilarityPublic
+from schemas import (
+    EmbeddingPublic,
+    ErrorPublic,
+    FacePublic,
+    HealthPublic,
+    LivenessPublic,
+    SimilarityPublic,
+)
 from settings import Settings, get_settings
 from triton_service import TritonService
 
@@ -30,9 +37,15 @@ ACCEPTED_IMAGE_TYPES = ("image/", "application/octet-stream")
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorPublic, "description": "not an image, or a corrupt one"},
     413: {"model": ErrorPublic, "description": "image too large (bytes or pixels)"},
-    415: {"model": ErrorPublic, "description": "not multipart/form-data, or a part that is not an image"},
+    415: {
+        "model": ErrorPublic,
+        "description": "not multipart/form-data, or a part that is not an image",
+    },
     422: {"model": ErrorPublic, "description": "no face found, or an invalid parameter"},
-    503: {"model": ErrorPublic, "description": "Triton or a model is unavailable; retry after Retry-After"},
+    503: {
+        "model": ErrorPublic,
+        "description": "Triton or a model is unavailable; retry after Retry-After",
+    },
 }
 
 
@@ -66,7 +79,9 @@ class RequestSizeLimit:
         if scope["type"] == "http":
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                message = f"request body of {int(length)} bytes exceeds the limit of {self.max_bytes}"
+                message = (
+                    f"request body of {int(length)} bytes exceeds the limit of {self.max_bytes}"
+                )
                 response = JSONResponse({"detail": message}, status_code=413)
                 await response(scope, receive, send)
                 return
@@ -81,7 +96,8 @@ def require_multipart(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise UnsupportedMediaTypeError(
-            f"expected multipart/form-data with image file(s), got {content_type or 'no content type'!r}"
+            "expected multipart/form-data with image file(s), "
+            f"got {content_type or 'no content type'!r}"
         )
 
 
@@ -91,7 +107,9 @@ PipelineDep = Annotated[FacePipeline, Depends(get_pipeline)]
 async def read_image(upload: UploadFile, field: str, settings: Settings) -> bytes:
     content_type = upload.content_type or "application/octet-stream"
     if not content_type.startswith(ACCEPTED_IMAGE_TYPES):
-        raise UnsupportedMediaTypeError(f"{field!r} has content type {content_type!r}; send an image")
+        raise UnsupportedMediaTypeError(
+            f"{field!r} has content type {content_type!r}; send an image"
+        )
     if upload.size is not None and upload.size > settings.max_image_bytes:
         raise ImageTooLargeError(
             f"{field!r} has {upload.size} bytes; the limit is {settings.max_image_bytes}"
@@ -134,7 +152,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Embedding of the most prominent face in an image",
     )
     async def embedding(
-        image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, ... with one or more faces")],
+        image: Annotated[
+            UploadFile, File(description="JPEG, PNG, WebP, BMP, ... with one or more faces")
+        ],
         pipeline: PipelineDep,
     ) -> EmbeddingPublic:
         data = await read_image(image, "image", settings)
@@ -158,12 +178,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pipeline: PipelineDep,
         threshold: Annotated[
             float | None,
-            Form(ge=-1, le=1, description="decision threshold; default: the model pack's, or FACE_SIMILARITY_THRESHOLD"),
+            Form(
+                ge=-1,
+                le=1,
+                description="decision threshold; default: the pack's, or FACE_SIMILARITY_THRESHOLD",
+            ),
         ] = None,
     ) -> SimilarityPublic:
         data_a = await read_image(image_a, "image_a", settings)
         data_b = await read_image(image_b, "image_b", settings)
-        (face_a, _), (face_b, _) = await pipeline.prominent_faces([(data_a, "image_a"), (data_b, "image_b")])
+        (face_a, _), (face_b, _) = await pipeline.prominent_faces(
+            [(data_a, "image_a"), (data_b, "image_b")]
+        )
         similarity = cosine_similarity(face_a.embedding, face_b.embedding)
         decision_threshold = pipeline.similarity_threshold if threshold is None else threshold
         return SimilarityPublic(
@@ -189,9 +215,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reason=report.reason,
         )
         headers = {} if report.ready else {"Retry-After": str(ModelUnavailableError.retry_after_s)}
-        return JSONResponse(body.model_dump(), status_code=200 if report.ready else 503, headers=headers)
+        return JSONResponse(
+            body.model_dump(), status_code=200 if report.ready else 503, headers=headers
+        )
 
-    @app.get("/health/live", response_model=LivenessPublic, summary="Liveness: the process is running")
+    @app.get(
+        "/health/live", response_model=LivenessPublic, summary="Liveness: the process is running"
+    )
     async def live() -> LivenessPublic:
         return LivenessPublic()
 
@@ -203,7 +233,9 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+    )
 
 
 if __name__ == "__main__":

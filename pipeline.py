@@ -100,7 +100,11 @@ def decode_scrfd(
         all_boxes.append(distance_to_box(centers, box[keep] * stride))
         all_points.append(distance_to_points(centers, points[keep] * stride))
     if not all_scores:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+        return (
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0, 5, 2), np.float32),
+        )
     return np.concatenate(all_boxes), np.concatenate(all_scores), np.concatenate(all_points)
 
 
@@ -115,7 +119,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
         best, rest = order[0], order[1:]
         keep.append(best)
         width = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
-        height = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
+        height = np.maximum(
+            0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1
+        )
         overlap = width * height / (areas[best] + areas[rest] - width * height)
         order = rest[overlap <= threshold]
     return np.asarray(keep, dtype=np.int64)
@@ -180,7 +186,9 @@ class FaceDetector(TritonModel):
 
     def configure(self, config: mc.ModelConfig) -> None:
         if len(config.input) != 1:
-            raise ModelConfigError(f"{self.model_name}: expected 1 input, found {len(config.input)}")
+            raise ModelConfigError(
+                f"{self.model_name}: expected 1 input, found {len(config.input)}"
+            )
         self.input_name = config.input[0].name
         groups: dict[int, list[str]] = {1: [], 4: [], 10: []}
         for output in config.output:
@@ -194,7 +202,7 @@ class FaceDetector(TritonModel):
         if any(len(names) != len(SCRFD_STRIDES) for names in groups.values()):
             raise ModelConfigError(
                 f"{self.model_name}: expected {len(SCRFD_STRIDES)} outputs each of score, bbox and "
-                f"kps, found {({k: len(v) for k, v in groups.items()})}"
+                f"kps, found { ({k: len(v) for k, v in groups.items()}) }"
             )
         self.score_names, self.box_names, self.point_names = groups[1], groups[4], groups[10]
         self.batch_size = max(1, config.max_batch_size)
@@ -298,9 +306,16 @@ class FaceRecognizer(TritonModel):
             chunk = list(crops[start : start + self.batch_size])
             mean = (self.input_mean,) * 3
             blob = await asyncio.to_thread(
-                cv2.dnn.blobFromImages, chunk, 1.0 / self.input_std, (ARCFACE_SIZE, ARCFACE_SIZE), mean, swapRB=True
+                cv2.dnn.blobFromImages,
+                chunk,
+                1.0 / self.input_std,
+                (ARCFACE_SIZE, ARCFACE_SIZE),
+                mean,
+                swapRB=True,
             )
-            outputs = await self.client.infer(self.model_name, {self.input_name: blob}, [self.output_name])
+            outputs = await self.client.infer(
+                self.model_name, {self.input_name: blob}, [self.output_name]
+            )
             embeddings.append(outputs[self.output_name].reshape(len(chunk), -1))
         stacked = np.concatenate(embeddings).astype(np.float32)
         return stacked / np.linalg.norm(stacked, axis=1, keepdims=True)
@@ -331,7 +346,7 @@ class FacePipeline:
         )
 
     async def detect(self, image: np.ndarray) -> list[Face]:
-        """Every face in the image, best score first; retries on a padded canvas when none is found."""
+        """Every face in the image, best score first; retries on a padded canvas if none found."""
         options = {
             "input_size": self.settings.detector_input_size,
             "threshold": self.settings.det_threshold,
@@ -352,7 +367,9 @@ class FacePipeline:
         """Sets the embedding of every (image, face) pair with one batched recognizer call."""
         if not pairs:
             return
-        crops = await asyncio.to_thread(lambda: [align_face(image, face.landmarks) for image, face in pairs])
+        crops = await asyncio.to_thread(
+            lambda: [align_face(image, face.landmarks) for image, face in pairs]
+        )
         embeddings = await self.recognizer.predict(crops)
         for (_, face), embedding in zip(pairs, embeddings, strict=True):
             face.embedding = embedding

@@ -33,11 +33,15 @@ _FACE_EXAMPLE = {
 class EmbeddingPublic(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"embedding": [0.0249, -0.0457, "..."], "face": _FACE_EXAMPLE, "faces_detected": 1}]
+            "examples": [
+                {"embedding": [0.0249, -0.0457, "..."], "face": _FACE_EXAMPLE, "faces_detected": 1}
+            ]
         }
     )
 
-    embedding: list[float] = Field(description="L2-normalised ArcFace embedding of the most prominent face")
+    embedding: list[float] = Field(
+        description="L2-normalised ArcFace embedding of the most prominent face"
+    )
     face: FacePublic
     faces_detected: int = Field(description="how many faces the image has")
 
@@ -57,7 +61,9 @@ class SimilarityPublic(BaseModel):
         }
     )
 
-    similarity: float = Field(ge=-1, le=1, description="cosine similarity of the two faces' embeddings")
+    similarity: float = Field(
+        ge=-1, le=1, description="cosine similarity of the two faces' embeddings"
+    )
     same_person: bool = Field(description="similarity >= threshold")
     threshold: float
     face_a: FacePublic

@@ -41,13 +41,18 @@ class TritonPythonModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         inputs = [
-            [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names]
+            [
+                pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                for name in self.input_names
+            ]
             for request in requests
         ]
         outputs: list[list[np.ndarray] | None] = [None] * len(requests)
         for group in self._groups_of_equal_shape(inputs):
             feed = {
-                name: np.concatenate([inputs[i][k] for i in group]) if len(group) > 1 else inputs[group[0]][k]
+                name: np.concatenate([inputs[i][k] for i in group])
+                if len(group) > 1
+                else inputs[group[0]][k]
                 for k, name in enumerate(self.input_names)
             }
             results = self.session.run(self.output_names, feed)
@@ -60,7 +65,7 @@ class TritonPythonModel:
             pb_utils.InferenceResponse(
                 output_tensors=[
                     pb_utils.Tensor(name, np.ascontiguousarray(array))
-                    for name, array in zip(self.output_names, result)
+                    for name, array in zip(self.output_names, result, strict=True)
                 ]
             )
             for result in outputs

@@ -123,7 +123,9 @@ class ServingOptions:
 def build_model_config(name: str, spec: OnnxModelSpec, options: ServingOptions) -> mc.ModelConfig:
     """A Triton ``ModelConfig`` for one ONNX model, built as data."""
     if options.backend not in ("onnxruntime", "python"):
-        raise ModelConfigError(f"backend must be 'onnxruntime' or 'python', not {options.backend!r}")
+        raise ModelConfigError(
+            f"backend must be 'onnxruntime' or 'python', not {options.backend!r}"
+        )
     batched = spec.batchable and options.max_batch_size > 0
     config = mc.ModelConfig(
         name=name,
@@ -175,7 +177,9 @@ def model_serving_options(settings: Settings, backend: str) -> dict[str, Serving
     }
     return {
         DETECTOR_MODEL: ServingOptions(max_batch_size=settings.detector_max_batch_size, **common),
-        RECOGNIZER_MODEL: ServingOptions(max_batch_size=settings.recognizer_max_batch_size, **common),
+        RECOGNIZER_MODEL: ServingOptions(
+            max_batch_size=settings.recognizer_max_batch_size, **common
+        ),
     }
 
 
@@ -211,7 +215,10 @@ def pytriton_server_paths() -> tuple[Path, Path]:
             "no tritonserver found: install nvidia-pytriton or set FACE_TRITON_URL"
         ) from error
     package = Path(pytriton.__file__).parent
-    return package / "tritonserver" / "bin" / "tritonserver", package.parent / "nvidia_pytriton.libs"
+    return (
+        package / "tritonserver" / "bin" / "tritonserver",
+        package.parent / "nvidia_pytriton.libs",
+    )
 
 
 def prepare_python_backend(backend_directory: Path) -> Path:
@@ -338,9 +345,7 @@ class TritonServer:
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
             if self.exited():
-                raise TritonServerError(
-                    f"tritonserver exited while starting:\n{self.log_tail()}"
-                )
+                raise TritonServerError(f"tritonserver exited while starting:\n{self.log_tail()}")
             if await client.server_ready():
                 return
             await asyncio.sleep(0.25)

@@ -1,0 +1,168 @@
+"""Image decoding edge cases, letterboxing and the similarity alignment (unit tests)."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.transform import SimilarityTransform
+
+from errors import ImageTooLargeError, InvalidImageError
+from imaging import (
+    ARCFACE_TEMPLATE,
+    align_face,
+    decode_image,
+    letterbox,
+    pad_to_square,
+    similarity_transform,
+)
+
+LIMIT = 50_000_000
+
+
+def encode(image: Image.Image, format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def rgb_test_image() -> Image.Image:
+    """Left half red, right half blue, 40x20."""
+    array = np.zeros((20, 40, 3), np.uint8)
+    array[:, :20] = (255, 0, 0)
+    array[:, 20:] = (0, 0, 255)
+    return Image.fromarray(array)
+
+
+@pytest.mark.parametrize(
+    ("format", "options"), [("PNG", {}), ("BMP", {}), ("WEBP", {"lossless": True}), ("TIFF", {})]
+)
+def test_lossless_formats_decode_to_bgr(format: str, options: dict) -> None:
+    decoded = decode_image(
+        encode(rgb_test_image(), format, **options), field="image", max_pixels=LIMIT
+    )
+    assert decoded.shape == (20, 40, 3)
+    assert decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded[0, 0], [0, 0, 255])  # red, in BGR order
+    np.testing.assert_array_equal(decoded[0, 39], [255, 0, 0])  # blue
+
+
+def test_jpeg_decodes_close_to_the_original() -> None:
+    decoded = decode_image(
+        encode(rgb_test_image(), "JPEG", quality=95), field="image", max_pixels=LIMIT
+    )
+    assert np.abs(decoded[10, 5].astype(int) - [0, 0, 255]).max() < 20
+
+
+def test_grayscale_becomes_three_equal_channels() -> None:
+    gray = Image.fromarray(np.full((10, 10), 77, np.uint8), mode="L")
+    decoded = decode_image(encode(gray, "PNG"), field="image", max_pixels=LIMIT)
+    assert decoded.shape == (10, 10, 3)
+    np.testing.assert_array_equal(decoded[5, 5], [77, 77, 77])
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped() -> None:
+    array = np.full((8, 8), 32768, np.uint16)
+    decoded = decode_image(encode(Image.fromarray(array), "PNG"), field="image", max_pixels=LIMIT)
+    np.testing.assert_array_equal(decoded[0, 0], [128, 128, 128])
+
+
+def test_transparent_pixels_become_white() -> None:
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[:, :2] = (0, 255, 0, 255)  # opaque green
+    rgba[:, 2:] = (0, 0, 0, 0)  # fully transparent
+    decoded = decode_image(
+        encode(Image.fromarray(rgba, "RGBA"), "PNG"), field="image", max_pixels=LIMIT
+    )
+    np.testing.assert_array_equal(decoded[0, 0], [0, 255, 0])
+    np.testing.assert_array_equal(decoded[0, 3], [255, 255, 255])
+
+
+def test_exif_orientation_is_applied() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = encode(rgb_test_image(), "JPEG", quality=95, exif=exif.tobytes())
+    decoded = decode_image(data, field="image", max_pixels=LIMIT)
+    assert decoded.shape == (40, 20, 3)
+    # The red left half is now on top.
+    assert decoded[2, 10, 2] > 200
+    assert decoded[37, 10, 0] > 200
+
+
+def test_garbage_empty_and_truncated_bytes_are_invalid() -> None:
+    with pytest.raises(InvalidImageError, match="'photo' is not an image in a supported format"):
+        decode_image(b"hello", field="photo", max_pixels=LIMIT)
+    with pytest.raises(InvalidImageError, match="'photo' is empty"):
+        decode_image(b"", field="photo", max_pixels=LIMIT)
+    data = encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)), "PNG"
+    )
+    with pytest.raises(InvalidImageError, match="corrupt or truncated"):
+        decode_image(data[: len(data) // 2], field="photo", max_pixels=LIMIT)
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    data = encode(Image.new("L", (300, 200)), "PNG")
+    with pytest.raises(ImageTooLargeError, match="300x200 = 60000 pixels; the limit is 59999"):
+        decode_image(data, field="image", max_pixels=59_999)
+    assert decode_image(data, field="image", max_pixels=60_000).shape == (200, 300, 3)
+
+
+def test_letterbox_keeps_aspect_ratio_in_the_top_left_corner() -> None:
+    image = np.full((100, 200, 3), 200, np.uint8)
+    boxed = letterbox(image, 640)
+    assert boxed.canvas.shape == (640, 640, 3)
+    assert boxed.scale == pytest.approx(3.2)
+    assert boxed.canvas[319, 639, 0] == 200
+    assert boxed.canvas[320, 0, 0] == 0
+    tall = letterbox(np.full((300, 100, 3), 9, np.uint8), 640)
+    assert tall.scale == pytest.approx(640 / 300)
+    assert tall.canvas[639, 212, 0] == 9
+    assert tall.canvas[0, 214, 0] == 0
+
+
+def test_pad_to_square_centres_the_image() -> None:
+    canvas, (x0, y0) = pad_to_square(np.full((50, 100, 3), 7, np.uint8), 2.0)
+    assert canvas.shape == (200, 200, 3)
+    assert (x0, y0) == (50, 75)
+    assert canvas[75, 50, 0] == 7
+    assert canvas[74, 50, 0] == 0
+
+
+def test_similarity_transform_matches_scikit_image() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        source = rng.uniform(0, 500, (5, 2))
+        reference = SimilarityTransform()
+        reference.estimate(source, ARCFACE_TEMPLATE)
+        np.testing.assert_allclose(
+            similarity_transform(source, ARCFACE_TEMPLATE), reference.params[:2], atol=1e-9
+        )
+
+
+def test_similarity_transform_recovers_a_known_transform() -> None:
+    angle, scale, shift = np.deg2rad(30), 2.5, np.array([10.0, -4.0])
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    source = np.array([[0, 0], [1, 0], [0, 1], [3, 2]], dtype=float)
+    target = scale * source @ rotation.T + shift
+    matrix = similarity_transform(source, target)
+    np.testing.assert_allclose(matrix, np.hstack([scale * rotation, shift[:, None]]), atol=1e-9)
+    with pytest.raises(ValueError, match="coincide"):
+        similarity_transform(np.zeros((5, 2)), ARCFACE_TEMPLATE)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        similarity_transform(np.zeros((5, 3)), ARCFACE_TEMPLATE)
+
+
+def test_align_face_maps_landmarks_onto_the_template() -> None:
+    image = np.zeros((400, 400, 3), np.uint8)
+    landmarks = ARCFACE_TEMPLATE * 2 + 100  # the face twice as large, shifted
+    for x, y in landmarks:
+        cv2.circle(image, (round(x), round(y)), 3, (255, 255, 255), -1)
+    crop = align_face(image, landmarks)
+    assert crop.shape == (112, 112, 3)
+    for x, y in ARCFACE_TEMPLATE:
+        assert crop[round(y), round(x)].max() > 200
+    assert crop[5, 5].max() == 0

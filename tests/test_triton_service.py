@@ -1,0 +1,245 @@
+"""Config generation (parsed back through Triton's protobuf), the server wrapper and the client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import RunningService
+from onnx import TensorProto, helper
+
+from errors import ModelConfigError, ModelRepositoryError, ModelUnavailableError
+from settings import Settings
+from triton_service import (
+    METADATA_PREFIX,
+    OnnxModelSpec,
+    ServingOptions,
+    TensorSpec,
+    TritonClient,
+    TritonServer,
+    build_model_config,
+    detect_backend,
+    mc,
+    model_serving_options,
+    parse_config,
+    read_onnx_spec,
+    serialize_config,
+    write_model_configs,
+)
+
+OPTIONS = ServingOptions(
+    backend="python",
+    max_batch_size=16,
+    instances=2,
+    intra_op_threads=3,
+    inter_op_threads=1,
+    max_queue_delay_us=500,
+)
+
+
+def recognizer_spec(**metadata: str) -> OnnxModelSpec:
+    return OnnxModelSpec(
+        inputs=(TensorSpec("input.1", mc.TYPE_FP32, (-1, 3, 112, 112)),),
+        outputs=(TensorSpec("516", mc.TYPE_FP32, (-1, 512)),),
+        metadata=metadata,
+    )
+
+
+def test_batchable_model_gets_dynamic_batching_without_the_batch_dim() -> None:
+    spec = recognizer_spec(**{METADATA_PREFIX + "similarity_threshold": "0.3", "other": "x"})
+    config = parse_config(serialize_config(build_model_config("fr_model", spec, OPTIONS)))
+    assert config.name == "fr_model"
+    assert config.backend == "python"
+    assert config.max_batch_size == 16
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        ("input.1", mc.TYPE_FP32, [3, 112, 112])
+    ]
+    assert [(o.name, list(o.dims)) for o in config.output] == [("516", [512])]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [(g.kind, g.count) for g in config.instance_group] == [
+        (mc.ModelInstanceGroup.KIND_CPU, 2)
+    ]
+    assert config.parameters["intra_op_thread_count"].string_value == "3"
+    assert config.parameters["inter_op_thread_count"].string_value == "1"
+    assert config.parameters["onnx_model_filename"].string_value == "model.onnx"
+    assert config.parameters[METADATA_PREFIX + "similarity_threshold"].string_value == "0.3"
+    assert "other" not in config.parameters
+    assert not config.default_model_filename  # the python backend needs model.py
+
+
+def test_onnxruntime_backend_names_the_onnx_file() -> None:
+    options = ServingOptions(**{**OPTIONS.__dict__, "backend": "onnxruntime"})
+    config = build_model_config("fr_model", recognizer_spec(), options)
+    assert config.backend == "onnxruntime"
+    assert config.default_model_filename == "model.onnx"
+    assert "onnx_model_filename" not in config.parameters
+
+
+def test_model_with_a_fixed_first_dim_is_not_batched() -> None:
+    spec = OnnxModelSpec(
+        inputs=(TensorSpec("x", mc.TYPE_FP32, (1, 3, -1, -1)),),
+        outputs=(TensorSpec("score", mc.TYPE_FP32, (-1, 1)),),
+        metadata={},
+    )
+    config = build_model_config("det", spec, OPTIONS)
+    assert config.max_batch_size == 0
+    assert list(config.input[0].dims) == [1, 3, -1, -1]
+    assert list(config.output[0].dims) == [-1, 1]
+    assert not config.HasField("dynamic_batching")
+
+
+def test_declared_unbatched_layout_wins_over_shapes() -> None:
+    spec = OnnxModelSpec(
+        inputs=(TensorSpec("x", mc.TYPE_FP32, (-1, 3, -1, -1)),),
+        outputs=(TensorSpec("score", mc.TYPE_FP32, (-1, 1)),),
+        metadata={METADATA_PREFIX + "batched": "false"},
+    )
+    assert not spec.batchable
+    assert build_model_config("det", spec, OPTIONS).max_batch_size == 0
+
+
+def test_unknown_backend_is_refused() -> None:
+    options = ServingOptions(**{**OPTIONS.__dict__, "backend": "tensorrt"})
+    with pytest.raises(ModelConfigError, match="'tensorrt'"):
+        build_model_config("fr_model", recognizer_spec(), options)
+
+
+def write_tiny_onnx(path: Path, elem_type: int = TensorProto.FLOAT) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", elem_type, ["batch", 4])],
+        [helper.make_tensor_value_info("y", elem_type, ["batch", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.metadata_props.add(key=METADATA_PREFIX + "role", value="test")
+    onnx.save(model, str(path))
+
+
+def test_read_onnx_spec_reads_names_dims_and_metadata(tmp_path: Path) -> None:
+    write_tiny_onnx(tmp_path / "m.onnx")
+    spec = read_onnx_spec(tmp_path / "m.onnx")
+    assert spec.inputs == (TensorSpec("x", mc.TYPE_FP32, (-1, 4)),)
+    assert spec.outputs == (TensorSpec("y", mc.TYPE_FP32, (-1, 4)),)
+    assert spec.metadata == {METADATA_PREFIX + "role": "test"}
+    assert spec.batchable
+
+
+def test_read_onnx_spec_errors_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage")
+    with pytest.raises(ModelRepositoryError, match=r"bad\.onnx"):
+        read_onnx_spec(tmp_path / "bad.onnx")
+    with pytest.raises(ModelRepositoryError, match=r"missing\.onnx"):
+        read_onnx_spec(tmp_path / "missing.onnx")
+    write_tiny_onnx(tmp_path / "strings.onnx", TensorProto.STRING)
+    with pytest.raises(ModelConfigError, match="tensor 'x'"):
+        read_onnx_spec(tmp_path / "strings.onnx")
+
+
+def test_write_model_configs_for_both_backends(tmp_path: Path) -> None:
+    for name in ("face_detector", "fr_model"):
+        (tmp_path / name / "1").mkdir(parents=True)
+        write_tiny_onnx(tmp_path / name / "1" / "model.onnx")
+    options = model_serving_options(
+        Settings(triton_instances=1, triton_intra_op_threads=2), "python"
+    )
+    configs = write_model_configs(tmp_path, options)
+    assert set(configs) == {"face_detector", "fr_model"}
+    assert parse_config((tmp_path / "fr_model" / "config.pbtxt").read_text()) == configs["fr_model"]
+    assert (tmp_path / "fr_model" / "1" / "model.py").is_file()
+    assert configs["fr_model"].max_batch_size == 32
+    assert configs["face_detector"].max_batch_size == 4
+    write_model_configs(tmp_path, model_serving_options(Settings(), "onnxruntime"))
+    assert not (tmp_path / "fr_model" / "1" / "model.py").exists()
+    assert 'backend: "onnxruntime"' in (tmp_path / "fr_model" / "config.pbtxt").read_text()
+
+
+def test_write_model_configs_without_models_says_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(ModelRepositoryError, match=r"extract_insightface_models\.py"):
+        write_model_configs(tmp_path, model_serving_options(Settings(), "python"))
+
+
+def test_detect_backend(tmp_path: Path) -> None:
+    assert detect_backend(None) == "python"
+    assert detect_backend(tmp_path) == "python"
+    (tmp_path / "onnxruntime").mkdir()
+    assert detect_backend(tmp_path) == "onnxruntime"
+
+
+def test_threads_are_sized_for_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert Settings(triton_instances=2).intra_op_threads() == 4
+    assert Settings(triton_instances=16).intra_op_threads() == 1
+    assert Settings(triton_intra_op_threads=3).intra_op_threads() == 3
+
+
+def test_server_arguments_bind_to_loopback_and_name_every_port(tmp_path: Path) -> None:
+    server = TritonServer(
+        model_repository=tmp_path / "repo",
+        backend_directory=tmp_path / "backends",
+        binary=tmp_path / "tritonserver",
+        library_path=tmp_path / "libs",
+        bind_address="127.0.0.1",
+        http_port=8100,
+        grpc_port=8101,
+        metrics_port=8102,
+        log_file=tmp_path / "triton.log",
+    )
+    arguments = server.arguments()
+    assert arguments[0] == str(tmp_path / "tritonserver")
+    for expected in (
+        f"--model-repository={tmp_path / 'repo'}",
+        "--http-address=127.0.0.1",
+        "--http-port=8100",
+        "--grpc-port=8101",
+        "--metrics-port=8102",
+        "--grpc-address=127.0.0.1",
+    ):
+        assert expected in arguments
+    env = server.environment()
+    assert env["LD_LIBRARY_PATH"].split(":")[0] == str(tmp_path / "libs")
+    assert server.url == "127.0.0.1:8100"
+
+
+def test_client_of_an_unreachable_triton_raises_model_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once closed
+
+    async def call() -> None:
+        client = TritonClient(f"127.0.0.1:{port}", timeout_s=5)
+        try:
+            assert await client.server_ready() is False
+            with pytest.raises(ModelUnavailableError, match="'fr_model' is not available"):
+                await client.infer("fr_model", {"x": np.zeros((1, 3), np.float32)}, ["y"])
+            with pytest.raises(ModelUnavailableError, match="'fr_model' is not available"):
+                await client.model_config("fr_model")
+        finally:
+            await client.close()
+
+    asyncio.run(call())
+
+
+@pytest.mark.integration
+def test_generated_configs_are_what_triton_serves(service: RunningService) -> None:
+    async def call() -> tuple[mc.ModelConfig, np.ndarray]:
+        client = TritonClient(service.triton_url, timeout_s=30)
+        try:
+            config = await client.model_config("fr_model")
+            crops = np.random.default_rng(0).standard_normal((3, 3, 112, 112)).astype(np.float32)
+            output = await client.infer("fr_model", {"input.1": crops}, [config.output[0].name])
+            return config, output[config.output[0].name]
+        finally:
+            await client.close()
+
+    config, embeddings = asyncio.run(call())
+    assert config.max_batch_size == 32
+    assert config.parameters[METADATA_PREFIX + "pack"].string_value == "buffalo_s"
+    assert embeddings.shape == (3, 512)
+    assert np.all(np.isfinite(embeddings))
+    # Three different inputs give three different embeddings: nothing is served from a batch slot.
+    assert not np.allclose(embeddings[0], embeddings[1])
