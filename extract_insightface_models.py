@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -179,6 +180,8 @@ def find_pack_models(directory: Path) -> tuple[Path, Path]:
         raise ModelRepositoryError(f"{directory} is not a directory")
     found: dict[str, list[Path]] = {"detector": [], "recognizer": []}
     for path in sorted(directory.rglob("*.onnx")):
+        if path.stat().st_size == 0:
+            raise ModelRepositoryError(f"{path} is empty")
         try:
             role = classify(onnx.load(str(path), load_external_data=False))
         except (OSError, DecodeError) as error:
@@ -230,8 +233,15 @@ def download_zoo_pack(pack: str, cache_dir: Path, zoo_url: str | None) -> Source
         logger.info("downloading %s", url)
         try:
             download_file(url, path=str(archive), overwrite=True)
-            with zipfile.ZipFile(archive) as zipped:
-                zipped.extractall(target)
+            # Unpack beside the target and rename: a failed extraction leaves no folder that a
+            # later run would take for the pack.
+            unpacking = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{pack}-"))
+            try:
+                with zipfile.ZipFile(archive) as zipped:
+                    zipped.extractall(unpacking)
+                os.replace(unpacking, target)
+            finally:
+                shutil.rmtree(unpacking, ignore_errors=True)
         # requests' exceptions derive from OSError
         except (OSError, zipfile.BadZipFile, RuntimeError) as error:
             raise ModelRepositoryError(
@@ -317,12 +327,16 @@ def install(source: SourceModels, repository: Path) -> dict[str, object]:
     if manifest_path.is_file():
         current = json.loads(manifest_path.read_text())
         installed = current.get("models", {})
-        if current.get("pack") == source.pack and all(
-            installed.get(name, {}).get("source_sha256") == digest
-            and (repository / name / MODEL_VERSION / MODEL_FILENAME).is_file()
-            and sha256_of(repository / name / MODEL_VERSION / MODEL_FILENAME)
-            == installed[name].get("installed_sha256")
-            for name, digest in hashes.items()
+        if (
+            current.get("pack") == source.pack
+            and current.get("source") == source.source
+            and all(
+                installed.get(name, {}).get("source_sha256") == digest
+                and (repository / name / MODEL_VERSION / MODEL_FILENAME).is_file()
+                and sha256_of(repository / name / MODEL_VERSION / MODEL_FILENAME)
+                == installed[name].get("installed_sha256")
+                for name, digest in hashes.items()
+            )
         ):
             logger.info("model pack %s is already installed in %s", source.pack, repository)
             return current

@@ -12,7 +12,7 @@ import asyncio
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
@@ -41,6 +41,13 @@ class Face:
     def area(self) -> float:
         x1, y1, x2, y2 = self.bbox
         return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    input_size: int  # detector canvas side
+    threshold: float  # minimum detection score
+    nms_threshold: float  # IoU above which the weaker of two boxes is dropped
 
 
 @dataclass
@@ -345,23 +352,34 @@ class FacePipeline:
             decode_image, data, field=field, max_pixels=self.settings.max_image_pixels
         )
 
-    async def detect(self, image: np.ndarray) -> list[Face]:
-        """Every face in the image, best score first; retries on a padded canvas if none found."""
-        options = {
-            "input_size": self.settings.detector_input_size,
-            "threshold": self.settings.det_threshold,
-            "nms_threshold": self.settings.nms_threshold,
-        }
-        [faces] = await self.detector.predict([image], **options)
-        if faces:
-            return faces
-        padded, (x0, y0) = await asyncio.to_thread(pad_to_square, image, PADDED_RETRY_FACTOR)
-        [faces] = await self.detector.predict([padded], **options)
-        offset = np.array([x0, y0], dtype=np.float32)
-        for face in faces:
-            face.bbox = face.bbox - np.tile(offset, 2)
-            face.landmarks = face.landmarks - offset
-        return faces
+    def detection_options(self) -> DetectionOptions:
+        return DetectionOptions(
+            input_size=self.settings.detector_input_size,
+            threshold=self.settings.det_threshold,
+            nms_threshold=self.settings.nms_threshold,
+        )
+
+    async def detect(
+        self, images: Sequence[np.ndarray], options: DetectionOptions | None = None
+    ) -> list[list[Face]]:
+        """Every face of every image, best score first, with the images batched through the
+        detector. Images without a face are retried, together, on padded canvases."""
+        options = options or self.detection_options()
+        found = await self.detector.predict(images, **asdict(options))
+        missing = [i for i, faces in enumerate(found) if not faces]
+        if not missing:
+            return found
+        padded = await asyncio.to_thread(
+            lambda: [pad_to_square(images[i], PADDED_RETRY_FACTOR) for i in missing]
+        )
+        retried = await self.detector.predict([canvas for canvas, _ in padded], **asdict(options))
+        for i, (_, (x0, y0)), faces in zip(missing, padded, retried, strict=True):
+            offset = np.array([x0, y0], dtype=np.float32)
+            for face in faces:
+                face.bbox = face.bbox - np.tile(offset, 2)
+                face.landmarks = face.landmarks - offset
+            found[i] = faces
+        return found
 
     async def embed(self, pairs: Sequence[tuple[np.ndarray, Face]]) -> None:
         """Sets the embedding of every (image, face) pair with one batched recognizer call."""
@@ -377,7 +395,7 @@ class FacePipeline:
     async def analyze(self, data: bytes, field: str) -> ImageFaces:
         """All faces of one image, each with its embedding."""
         image = await self.decode(data, field)
-        faces = await self.detect(image)
+        [faces] = await self.detect([image])
         await self.embed([(image, face) for face in faces])
         return ImageFaces(width=image.shape[1], height=image.shape[0], faces=faces)
 
@@ -385,7 +403,7 @@ class FacePipeline:
         """For each (bytes, field name): the most prominent face, embedded, and how many faces the
         image has. The chosen faces of all images share one recognizer call."""
         decoded = await asyncio.gather(*(self.decode(data, name) for data, name in images))
-        detected = await asyncio.gather(*(self.detect(image) for image in decoded))
+        detected = await self.detect(decoded)
         chosen = []
         for image, faces, (_, name) in zip(decoded, detected, images, strict=True):
             if not faces:

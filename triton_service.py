@@ -432,7 +432,9 @@ class TritonClient:
         requested = [InferRequestedOutput(name, binary_data=True) for name in outputs]
         try:
             async with asyncio.timeout(self.timeout_s):
-                result = await self._client.infer(model, infer_inputs, outputs=requested)
+                result = await self._client.infer(
+                    model, infer_inputs, outputs=requested, headers=_NO_COMPRESSION
+                )
         except TimeoutError as error:
             raise ModelUnavailableError(
                 f"model {model!r} did not answer within {self.timeout_s:.0f} s"
@@ -440,6 +442,11 @@ class TritonClient:
         except (aiohttp.ClientError, InferenceServerException, OSError) as error:
             raise ModelUnavailableError(f"model {model!r} is not available: {error}") from error
         return {name: result.as_numpy(name) for name in outputs}
+
+
+# aiohttp asks for gzip by default; Triton then compresses ~1 MB of detector outputs per call and
+# the client inflates them on the event loop: 3x slower than plain binary tensors on loopback.
+_NO_COMPRESSION = {"Accept-Encoding": "identity"}
 
 
 def _triton_dtype(array: np.ndarray) -> str:

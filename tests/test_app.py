@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import RunningService
+from conftest import REPOSITORY, RunningService
 from PIL import Image, ImageOps
 
 pytestmark = pytest.mark.integration
@@ -242,3 +244,39 @@ def test_triton_down_gives_503_then_recovers_after_restart(
     assert health.json()["reason"]
     service.wait_healthy(timeout_s=120)
     assert embed(api, photos["yaoming"].read_bytes())["faces_detected"] == 1
+
+
+def test_external_triton_serves_a_second_api_without_a_server_of_its_own(
+    service: RunningService, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    def tritonservers() -> list[str]:
+        found = subprocess.run(["pgrep", "-f", "bin/tritonserver"], capture_output=True, text=True)
+        return found.stdout.split()
+
+    before = tritonservers()
+    env = {
+        **os.environ,
+        "FACE_PORT": "3399",
+        "FACE_HOST": "127.0.0.1",
+        "FACE_TRITON_URL": service.triton_url,
+        "FACE_TRITON_LOG_FILE": str(tmp_path / "unused" / "triton.log"),
+    }
+    with (tmp_path / "api.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "app.py"],
+            cwd=REPOSITORY,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    second = RunningService("http://127.0.0.1:3399", service.triton_url, tmp_path, process)
+    try:
+        second.wait_healthy(timeout_s=60)
+        with httpx.Client(base_url=second.url, timeout=60) as client:
+            body = embed(client, photos["yaoming"].read_bytes())
+        assert body["faces_detected"] == 1
+        assert tritonservers() == before
+        assert not (tmp_path / "unused").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
