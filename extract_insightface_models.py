@@ -64,7 +64,7 @@ class Pack:
 
 
 PACKS = {
-    "buffalo_s": Pack("buffalo_s", "SCRFD-500M + ArcFace MobileFaceNet (WebFace600K)", 0.30),
+    "buffalo_s": Pack("buffalo_s", "SCRFD-500M + ArcFace MobileFaceNet (WebFace600K)", 0.28),
     "buffalo_m": Pack("buffalo_m", "SCRFD-2.5G + ArcFace ResNet50 (WebFace600K)", 0.30),
     "buffalo_l": Pack("buffalo_l", "SCRFD-10G + ArcFace ResNet50 (WebFace600K)", 0.30),
     "antelopev2": Pack("antelopev2", "SCRFD-10G + ArcFace ResNet100 (Glint360K)", 0.30),
@@ -330,6 +330,7 @@ def install(source: SourceModels, repository: Path) -> dict[str, object]:
         if (
             current.get("pack") == source.pack
             and current.get("source") == source.source
+            and current.get("similarity_threshold") == source.similarity_threshold
             and all(
                 installed.get(name, {}).get("source_sha256") == digest
                 and (repository / name / MODEL_VERSION / MODEL_FILENAME).is_file()

