@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +224,18 @@ def pytriton_server_paths() -> tuple[Path, Path]:
     )
 
 
+def python_library_dir() -> Path:
+    """The folder of the running Python's shared libpython, which the python backend stub links
+    against: without it on the library path the stub finds only a system Python's, if any."""
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        raise TritonServerError(
+            f"{sys.executable} was built without a shared libpython, which Triton's python backend "
+            "needs: use a Python built with --enable-shared (Debian/Ubuntu's, pyenv's, "
+            "python.org's) or an external Triton with the onnxruntime backend (FACE_TRITON_URL)"
+        )
+    return Path(sysconfig.get_config_var("LIBDIR"))
+
+
 def prepare_python_backend(backend_directory: Path) -> Path:
     """A backend folder of the service's own: pytriton's python backend plus the stub built for
     the running Python, linked rather than copied so that site-packages stays untouched."""
@@ -243,6 +258,14 @@ def prepare_python_backend(backend_directory: Path) -> Path:
     return backend_directory
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel kills Triton if the API process dies, even by
+    SIGKILL, so that no orphan keeps the ports and the models' memory."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 class TritonServer:
     """A local ``tritonserver`` process, kept alive until :meth:`stop`."""
 
@@ -252,7 +275,7 @@ class TritonServer:
         model_repository: Path,
         backend_directory: Path,
         binary: Path,
-        library_path: Path | None,
+        library_paths: Sequence[Path] = (),
         bind_address: str,
         http_port: int,
         grpc_port: int,
@@ -262,7 +285,7 @@ class TritonServer:
         self.model_repository = model_repository
         self.backend_directory = backend_directory
         self.binary = binary
-        self.library_path = library_path
+        self.library_paths = tuple(library_paths)
         self.bind_address = bind_address
         self.http_port = http_port
         self.grpc_port = grpc_port
@@ -303,9 +326,9 @@ class TritonServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        if self.library_path is not None:
+        if self.library_paths:
             env["LD_LIBRARY_PATH"] = ":".join(
-                p for p in (str(self.library_path), env.get("LD_LIBRARY_PATH")) if p
+                [*(str(p) for p in self.library_paths), *filter(None, [env.get("LD_LIBRARY_PATH")])]
             )
         # The python backend stub embeds an interpreter that finds its prefix through `python3`
         # on PATH: put this virtual environment first so that the models see its packages.
@@ -321,6 +344,7 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         logger.info("started tritonserver pid %d, log in %s", self._process.pid, self.log_file)
 
@@ -337,7 +361,11 @@ class TritonServer:
     async def start(self, client: TritonClient, timeout_s: float) -> None:
         self._stopping = False
         self.start_process()
-        await self.wait_ready(client, timeout_s)
+        try:
+            await self.wait_ready(client, timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
         self._watchdog = asyncio.create_task(self._watch(client, timeout_s))
 
     async def wait_ready(self, client: TritonClient, timeout_s: float) -> None:
@@ -490,7 +518,7 @@ class TritonService:
             model_repository=settings.model_repository,
             backend_directory=backend_directory,
             binary=binary,
-            library_path=libraries,
+            library_paths=[libraries, python_library_dir()],
             bind_address=settings.triton_bind_address,
             http_port=settings.triton_http_port,
             grpc_port=settings.triton_grpc_port,

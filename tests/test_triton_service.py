@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conftest import RunningService
+from conftest import REPOSITORY, RunningService
 from onnx import TensorProto, helper
 
 from errors import ModelConfigError, ModelRepositoryError, ModelUnavailableError
@@ -182,7 +186,7 @@ def test_server_arguments_bind_to_loopback_and_name_every_port(tmp_path: Path) -
         model_repository=tmp_path / "repo",
         backend_directory=tmp_path / "backends",
         binary=tmp_path / "tritonserver",
-        library_path=tmp_path / "libs",
+        library_paths=[tmp_path / "libs", tmp_path / "python"],
         bind_address="127.0.0.1",
         http_port=8100,
         grpc_port=8101,
@@ -201,7 +205,10 @@ def test_server_arguments_bind_to_loopback_and_name_every_port(tmp_path: Path) -
     ):
         assert expected in arguments
     env = server.environment()
-    assert env["LD_LIBRARY_PATH"].split(":")[0] == str(tmp_path / "libs")
+    assert env["LD_LIBRARY_PATH"].split(":")[:2] == [
+        str(tmp_path / "libs"),
+        str(tmp_path / "python"),
+    ]
     assert server.url == "127.0.0.1:8100"
 
 
@@ -243,3 +250,42 @@ def test_generated_configs_are_what_triton_serves(service: RunningService) -> No
     assert np.all(np.isfinite(embeddings))
     # Three different inputs give three different embeddings: nothing is served from a batch slot.
     assert not np.allclose(embeddings[0], embeddings[1])
+
+
+@pytest.mark.integration
+def test_triton_dies_with_the_api_process_even_on_sigkill(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FACE_PORT": "3398",
+        "FACE_HOST": "127.0.0.1",
+        "FACE_TRITON_HTTP_PORT": "8398",
+        "FACE_TRITON_GRPC_PORT": "8397",
+        "FACE_TRITON_METRICS_PORT": "8396",
+        "FACE_TRITON_LOG_FILE": str(tmp_path / "triton.log"),
+    }
+    with (tmp_path / "api.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "app.py"],
+            cwd=REPOSITORY,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    api = RunningService("http://127.0.0.1:3398", "127.0.0.1:8398", tmp_path, process)
+
+    def tritons() -> list[str]:
+        pattern = "tritonserver.*--http-port=8398"
+        return subprocess.run(
+            ["pgrep", "-f", pattern], capture_output=True, text=True
+        ).stdout.split()
+
+    try:
+        api.wait_healthy(timeout_s=120)
+        assert len(tritons()) == 1
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 15
+    while tritons() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert tritons() == []
