@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     triton_instances: int = Field(1, ge=1)
     triton_intra_op_threads: int = Field(0, ge=0)
     triton_inter_op_threads: int = Field(1, ge=1)
-    triton_max_queue_delay_us: int = Field(2000, ge=0)
+    # 0: a request alone is not held back, while requests that queue up behind a busy instance
+    # still run as one batch (measured: a 2 ms delay added 4 ms to every single-face request).
+    triton_max_queue_delay_us: int = Field(0, ge=0)
     recognizer_max_batch_size: int = Field(32, ge=1)
     detector_max_batch_size: int = Field(4, ge=1)
 

@@ -29,6 +29,11 @@ class TritonPythonModel:
         options.inter_op_num_threads = int(parameters.get("inter_op_thread_count", "0"))
         # Only errors: w600k_mbf declares a [1, 512] output internally and runs batched anyway.
         options.log_severity_level = 3
+        # Idle onnxruntime threads otherwise spin for a while after each run, taking the CPU
+        # from the API process and the other model on small machines.
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", parameters.get("allow_spinning", "0")
+        )
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         version_dir = Path(args["model_repository"]) / args["model_version"]
         model_file = version_dir / parameters.get("onnx_model_filename", "model.onnx")
