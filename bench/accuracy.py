@@ -34,14 +34,9 @@ import csv
 import json
 import logging
 import mimetypes
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,16 +44,13 @@ import httpx
 import numpy as np
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
+
+from service_process import service_url  # noqa: E402
+
 DEFAULT_FACES_DIR = Path("..") / "shared" / "faces"
 SERVICE_PORT = 3100
-SERVICE_ENV = {
-    "FACE_PORT": str(SERVICE_PORT),
-    "FACE_TRITON_HTTP_PORT": "8100",
-    "FACE_TRITON_GRPC_PORT": "8101",
-    "FACE_TRITON_METRICS_PORT": "8102",
-}
-STARTUP_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 30.0
+TRITON_PORT = 8100  # and the next two
 REQUEST_TIMEOUT_S = 120.0
 RETRIES_ON_503 = 3
 FALLBACK_THRESHOLD = 0.30
@@ -114,73 +106,6 @@ def unique_images(pairs: Sequence[Pair]) -> list[str]:
 
 
 # ---------------------------------------------------------------- the service
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with code {process.returncode} while starting")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=5.0).status_code == 200:
-                return
-        time.sleep(1.0)
-    raise TimeoutError(f"{url}/health did not answer 200 within {timeout_s:.0f} s")
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-@contextlib.contextmanager
-def local_service() -> Iterator[str]:
-    """Runs ``python app.py`` from the repository root on the bench ports; yields its URL."""
-    if port_in_use(SERVICE_PORT):
-        raise RuntimeError(f"port {SERVICE_PORT} is already in use; pass --url to use that service")
-    with tempfile.TemporaryDirectory(prefix="face-accuracy-") as temp:
-        temp_dir = Path(temp)
-        env = {**os.environ, **SERVICE_ENV, "FACE_TRITON_LOG_FILE": str(temp_dir / "triton.log")}
-        service_log = temp_dir / "service.log"
-        url = f"http://127.0.0.1:{SERVICE_PORT}"
-        with service_log.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "app.py"],
-                cwd=REPOSITORY_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            logger.info("starting the service (pid %d) at %s", process.pid, url)
-            started = time.monotonic()
-            try:
-                wait_for_health(url, process, STARTUP_TIMEOUT_S)
-            except (RuntimeError, TimeoutError):
-                logger.error("service log:\n%s", log_tail(service_log))
-                raise
-            logger.info("service ready after %.0f s", time.monotonic() - started)
-            yield url
-        finally:
-            stop_process(process)
-            logger.info("service stopped (exit code %s)", process.returncode)
 
 
 # ---------------------------------------------------------------- embeddings over HTTP
@@ -597,7 +522,13 @@ def write_json(result: dict[str, object], path: Path) -> None:
 def run(args: argparse.Namespace) -> None:
     pairs = read_pairs(args.faces_dir)
     with contextlib.ExitStack() as stack:
-        url = args.url.rstrip("/") if args.url else stack.enter_context(local_service())
+        url = (
+            args.url.rstrip("/")
+            if args.url
+            else stack.enter_context(
+                service_url(None, api_port=SERVICE_PORT, triton_port=TRITON_PORT)
+            )
+        )
         result = evaluate(url, args, pairs)
     write_report(result, url)
     if args.output_json:

@@ -38,16 +38,13 @@ Without ``--url`` the service is started as ``python app.py`` from the repositor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,16 +56,13 @@ from insightface.app import FaceAnalysis
 from insightface.app.common import Face as InsightFace
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
+
+from service_process import service_url  # noqa: E402
+
 MODEL_FILES = ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx")
 SERVICE_PORT = 3200
-SERVICE_ENV = {
-    "FACE_PORT": str(SERVICE_PORT),
-    "FACE_TRITON_HTTP_PORT": "8200",
-    "FACE_TRITON_GRPC_PORT": "8201",
-    "FACE_TRITON_METRICS_PORT": "8202",
-}
-STARTUP_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 30.0
+TRITON_PORT = 8200  # and the next two
 REQUEST_TIMEOUT_S = 60.0
 
 Timed = Callable[[], object]
@@ -93,57 +87,6 @@ def read_photos(model_dir: Path) -> dict[str, bytes]:
 
 
 # ---------------------------------------------------------------- the service
-
-
-def wait_healthy(url: str, process: subprocess.Popen[bytes] | None, log: Path | None) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    with httpx.Client(base_url=url, timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                tail = log.read_text(errors="replace")[-3000:] if log else ""
-                raise SystemExit(f"the service exited with {process.returncode}:\n{tail}")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get("/health").status_code == 200:
-                    return
-            time.sleep(0.5)
-    raise SystemExit(f"{url}/health was not 200 after {STARTUP_TIMEOUT_S:.0f} s")
-
-
-def stop_service(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@contextlib.contextmanager
-def running_service(url: str | None) -> Iterator[str]:
-    """The service's base URL: ``url`` as given, or a ``python app.py`` started for the run."""
-    if url is not None:
-        wait_healthy(url, None, None)
-        yield url.rstrip("/")
-        return
-    with tempfile.TemporaryDirectory(prefix="face-bench-") as temp:
-        log = Path(temp) / "service.log"
-        env = {**os.environ, **SERVICE_ENV, "FACE_TRITON_LOG_FILE": str(Path(temp) / "triton.log")}
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "app.py"],
-                cwd=REPOSITORY_ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            started = f"http://127.0.0.1:{SERVICE_PORT}"
-            wait_healthy(started, process, log)
-            yield started
-        finally:
-            stop_service(process)
 
 
 def service_embedding(client: httpx.Client, photo: bytes, name: str) -> dict[str, object]:
@@ -433,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     photos = read_photos(model_dir)
     with (
         tempfile.TemporaryDirectory(prefix="face-bench-peer-") as pack_dir,
-        running_service(arguments.url) as url,
+        service_url(arguments.url, api_port=SERVICE_PORT, triton_port=TRITON_PORT) as url,
         httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as client,
     ):
         app = build_peer(model_dir, Path(pack_dir), arguments.peer_threads)

@@ -6,15 +6,15 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import REPOSITORY, RunningService
 from PIL import Image, ImageOps
+
+from service_process import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
@@ -228,9 +228,10 @@ def test_docs_and_openapi_are_served(api: httpx.Client) -> None:
 
 
 def test_triton_down_gives_503_then_recovers_after_restart(
-    service: RunningService, api: httpx.Client, photos: dict[str, Path]
+    service: ServiceProcess, api: httpx.Client, photos: dict[str, Path]
 ) -> None:
-    os.kill(service.triton_pid(), signal.SIGKILL)
+    [pid] = service.triton_pids()
+    os.kill(pid, signal.SIGKILL)
     time.sleep(0.3)
     response = api.post(
         "/embedding", files={"image": ("y.jpg", photos["yaoming"].read_bytes(), "image/jpeg")}
@@ -247,36 +248,16 @@ def test_triton_down_gives_503_then_recovers_after_restart(
 
 
 def test_external_triton_serves_a_second_api_without_a_server_of_its_own(
-    service: RunningService, photos: dict[str, Path], tmp_path: Path
+    service: ServiceProcess, photos: dict[str, Path], tmp_path: Path
 ) -> None:
     def tritonservers() -> list[str]:
         found = subprocess.run(["pgrep", "-f", "bin/tritonserver"], capture_output=True, text=True)
         return found.stdout.split()
 
     before = tritonservers()
-    env = {
-        **os.environ,
-        "FACE_PORT": "3399",
-        "FACE_HOST": "127.0.0.1",
-        "FACE_TRITON_URL": service.triton_url,
-        "FACE_TRITON_LOG_FILE": str(tmp_path / "unused" / "triton.log"),
-    }
-    with (tmp_path / "api.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "app.py"],
-            cwd=REPOSITORY,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    second = RunningService("http://127.0.0.1:3399", service.triton_url, tmp_path, process)
-    try:
-        second.wait_healthy(timeout_s=60)
-        with httpx.Client(base_url=second.url, timeout=60) as client:
-            body = embed(client, photos["yaoming"].read_bytes())
+    second = ServiceProcess(api_port=3399, triton_url=service.triton_address, work_dir=tmp_path)
+    with second, httpx.Client(base_url=second.url, timeout=60) as client:
+        body = embed(client, photos["yaoming"].read_bytes())
         assert body["faces_detected"] == 1
         assert tritonservers() == before
-        assert not (tmp_path / "unused").exists()
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+    assert not (tmp_path / "triton").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RunningService, vectron_dir
+from conftest import vectron_dir
 
 from imaging import ARCFACE_TEMPLATE
 from pipeline import (
@@ -23,6 +23,7 @@ from pipeline import (
     most_prominent,
     nms,
 )
+from service_process import ServiceProcess
 from settings import Settings
 from triton_service import TritonClient
 
@@ -142,9 +143,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union)
 
 
-def analyze_over_triton(service: RunningService, photo: Path) -> ImageFaces:
+def analyze_over_triton(service: ServiceProcess, photo: Path) -> ImageFaces:
     async def analyze() -> ImageFaces:
-        client = TritonClient(service.triton_url, timeout_s=30)
+        client = TritonClient(service.triton_address, timeout_s=30)
         try:
             return await FacePipeline(client, Settings()).analyze(photo.read_bytes(), "image")
         finally:
@@ -174,7 +175,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.integration
 @pytest.mark.parametrize("photo", ["players", "t1", "gdp", "yaoming"])
 def test_parity_with_insightface_face_analysis(
-    service: RunningService, reference, photos: dict[str, Path], photo: str
+    service: ServiceProcess, reference, photos: dict[str, Path], photo: str
 ) -> None:
     import cv2
 
@@ -193,7 +194,7 @@ def test_parity_with_insightface_face_analysis(
 
 @pytest.mark.integration
 def test_padded_retry_finds_the_frame_filling_face_that_insightface_misses(
-    service: RunningService, reference, photos: dict[str, Path]
+    service: ServiceProcess, reference, photos: dict[str, Path]
 ) -> None:
     import cv2
 

@@ -7,21 +7,21 @@ import asyncio
 
 import numpy as np
 import pytest
-from conftest import RunningService
 
+from service_process import ServiceProcess
 from triton_service import TritonClient
 
 pytestmark = pytest.mark.integration
 
 
-def test_concurrent_requests_get_their_own_results(service: RunningService) -> None:
+def test_concurrent_requests_get_their_own_results(service: ServiceProcess) -> None:
     rng = np.random.default_rng(7)
     batches = [
         rng.standard_normal((size, 3, 112, 112)).astype(np.float32) for size in (1, 3, 2, 1, 4, 2)
     ]
 
     async def run() -> tuple[list[np.ndarray], list[np.ndarray]]:
-        client = TritonClient(service.triton_url, timeout_s=60)
+        client = TritonClient(service.triton_address, timeout_s=60)
         try:
 
             async def embed(batch: np.ndarray) -> np.ndarray:
@@ -39,7 +39,7 @@ def test_concurrent_requests_get_their_own_results(service: RunningService) -> N
         np.testing.assert_allclose(joined, single, rtol=1e-3, atol=1e-4)
 
 
-def test_detector_images_of_different_sizes_in_one_batch_window(service: RunningService) -> None:
+def test_detector_images_of_different_sizes_in_one_batch_window(service: ServiceProcess) -> None:
     rng = np.random.default_rng(3)
     images = [
         rng.standard_normal((1, 3, side, side)).astype(np.float32) for side in (320, 640, 320)
@@ -47,7 +47,7 @@ def test_detector_images_of_different_sizes_in_one_batch_window(service: Running
     names = ["score_8", "bbox_16", "kps_32"]
 
     async def run() -> list[dict[str, np.ndarray]]:
-        client = TritonClient(service.triton_url, timeout_s=60)
+        client = TritonClient(service.triton_address, timeout_s=60)
         try:
             return list(
                 await asyncio.gather(

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conftest import REPOSITORY, RunningService
 from onnx import TensorProto, helper
 
 from errors import ModelConfigError, ModelRepositoryError, ModelUnavailableError
+from service_process import ServiceProcess
 from settings import Settings
 from triton_service import (
     METADATA_PREFIX,
@@ -232,9 +229,9 @@ def test_client_of_an_unreachable_triton_raises_model_unavailable() -> None:
 
 
 @pytest.mark.integration
-def test_generated_configs_are_what_triton_serves(service: RunningService) -> None:
+def test_generated_configs_are_what_triton_serves(service: ServiceProcess) -> None:
     async def call() -> tuple[mc.ModelConfig, np.ndarray]:
-        client = TritonClient(service.triton_url, timeout_s=30)
+        client = TritonClient(service.triton_address, timeout_s=30)
         try:
             config = await client.model_config("fr_model")
             crops = np.random.default_rng(0).standard_normal((3, 3, 112, 112)).astype(np.float32)
@@ -254,38 +251,13 @@ def test_generated_configs_are_what_triton_serves(service: RunningService) -> No
 
 @pytest.mark.integration
 def test_triton_dies_with_the_api_process_even_on_sigkill(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "FACE_PORT": "3398",
-        "FACE_HOST": "127.0.0.1",
-        "FACE_TRITON_HTTP_PORT": "8398",
-        "FACE_TRITON_GRPC_PORT": "8397",
-        "FACE_TRITON_METRICS_PORT": "8396",
-        "FACE_TRITON_LOG_FILE": str(tmp_path / "triton.log"),
-    }
-    with (tmp_path / "api.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "app.py"],
-            cwd=REPOSITORY,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    api = RunningService("http://127.0.0.1:3398", "127.0.0.1:8398", tmp_path, process)
-
-    def tritons() -> list[str]:
-        pattern = "tritonserver.*--http-port=8398"
-        return subprocess.run(
-            ["pgrep", "-f", pattern], capture_output=True, text=True
-        ).stdout.split()
-
-    try:
-        api.wait_healthy(timeout_s=120)
-        assert len(tritons()) == 1
-    finally:
-        process.kill()
-        process.wait()
-    deadline = time.monotonic() + 15
-    while tritons() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert tritons() == []
+    api = ServiceProcess(api_port=3398, triton_port=8396, work_dir=tmp_path, startup_timeout_s=120)
+    with api:
+        assert len(api.triton_pids()) == 1
+        assert api.process is not None
+        api.process.kill()
+        api.process.wait()
+        deadline = time.monotonic() + 15
+        while api.triton_pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert api.triton_pids() == []
