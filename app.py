@@ -3,26 +3,30 @@ and open http://localhost:3000/docs."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Annotated
 
 import uvicorn
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from errors import (
-    FaceServiceError,
-    ImageTooLargeError,
-    ModelUnavailableError,
-    UnsupportedMediaTypeError,
-)
+from admission import AdmissionLimiter
+from errors import FaceServiceError, InvalidImageError, ModelUnavailableError
+from extraction import ExtractOptions, Extractor, draw_faces
+from imaging import encode_jpeg
 from pipeline import FacePipeline, cosine_similarity
 from schemas import (
+    DrawOptionsCreate,
     EmbeddingPublic,
     ErrorPublic,
+    ExtractJSONCreate,
+    ExtractOptionsCreate,
+    ExtractPublic,
     FacePublic,
     HealthPublic,
     LivenessPublic,
@@ -30,10 +34,16 @@ from schemas import (
 )
 from settings import Settings, get_settings
 from triton_service import TritonService
+from uploads import (
+    read_extract_json,
+    read_image,
+    read_multipart,
+    require_multipart,
+    validation_error,
+)
 
 logger = logging.getLogger("face_service")
 
-ACCEPTED_IMAGE_TYPES = ("image/", "application/octet-stream")
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorPublic, "description": "not an image, or a corrupt one"},
     413: {"model": ErrorPublic, "description": "image too large (bytes or pixels)"},
@@ -62,6 +72,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.warning("models not loaded yet: %s", error)
     app.state.triton = triton
     app.state.pipeline = pipeline
+    app.state.extractor = Extractor(pipeline)
+    app.state.admission = AdmissionLimiter(
+        concurrency=settings.max_concurrent_requests, queue=settings.max_queued_requests
+    )
     try:
         yield
     finally:
@@ -92,34 +106,36 @@ def get_pipeline(request: Request) -> FacePipeline:
     return request.app.state.pipeline
 
 
-def require_multipart(request: Request) -> None:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise UnsupportedMediaTypeError(
-            "expected multipart/form-data with image file(s), "
-            f"got {content_type or 'no content type'!r}"
-        )
+def get_extractor(request: Request) -> Extractor:
+    return request.app.state.extractor
+
+
+def get_admission(request: Request) -> AdmissionLimiter:
+    return request.app.state.admission
 
 
 PipelineDep = Annotated[FacePipeline, Depends(get_pipeline)]
+ExtractorDep = Annotated[Extractor, Depends(get_extractor)]
+AdmissionDep = Annotated[AdmissionLimiter, Depends(get_admission)]
 
 
-async def read_image(upload: UploadFile, field: str, settings: Settings) -> bytes:
-    content_type = upload.content_type or "application/octet-stream"
-    if not content_type.startswith(ACCEPTED_IMAGE_TYPES):
-        raise UnsupportedMediaTypeError(
-            f"{field!r} has content type {content_type!r}; send an image"
-        )
-    if upload.size is not None and upload.size > settings.max_image_bytes:
-        raise ImageTooLargeError(
-            f"{field!r} has {upload.size} bytes; the limit is {settings.max_image_bytes}"
-        )
-    return await upload.read()
+def multipart_body(model: type[ExtractOptionsCreate], files: str, description: str) -> dict:
+    """OpenAPI request body for routes that read their multipart form themselves."""
+    schema = model.model_json_schema()
+    properties = {
+        files: {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": description,
+        },
+        **schema["properties"],
+    }
+    return {"type": "object", "properties": properties, "required": [files]}
 
 
 async def face_service_error(request: Request, error: FaceServiceError) -> JSONResponse:
     headers = {}
-    if isinstance(error, ModelUnavailableError):
+    if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
         logger.warning("%s %s: %s", request.method, request.url.path, error)
     elif error.status_code >= 500:
@@ -141,8 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(FaceServiceError, face_service_error)  # type: ignore[arg-type]
-    # Two images per request at most, plus multipart framing.
-    app.add_middleware(RequestSizeLimit, max_bytes=2 * settings.max_image_bytes + 64 * 1024)
+    app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
 
     @app.post(
         "/embedding",
@@ -156,9 +171,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             UploadFile, File(description="JPEG, PNG, WebP, BMP, ... with one or more faces")
         ],
         pipeline: PipelineDep,
+        admission: AdmissionDep,
     ) -> EmbeddingPublic:
         data = await read_image(image, "image", settings)
-        [(face, count)] = await pipeline.prominent_faces([(data, "image")])
+        async with admission.slot():
+            [(face, count)] = await pipeline.prominent_faces([(data, "image")])
         return EmbeddingPublic(
             embedding=[float(v) for v in face.embedding],
             face=FacePublic.from_face(face),
@@ -176,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         image_a: Annotated[UploadFile, File(description="first image")],
         image_b: Annotated[UploadFile, File(description="second image")],
         pipeline: PipelineDep,
+        admission: AdmissionDep,
         threshold: Annotated[
             float | None,
             Form(
@@ -187,9 +205,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> SimilarityPublic:
         data_a = await read_image(image_a, "image_a", settings)
         data_b = await read_image(image_b, "image_b", settings)
-        (face_a, _), (face_b, _) = await pipeline.prominent_faces(
-            [(data_a, "image_a"), (data_b, "image_b")]
-        )
+        async with admission.slot():
+            (face_a, _), (face_b, _) = await pipeline.prominent_faces(
+                [(data_a, "image_a"), (data_b, "image_b")]
+            )
         similarity = cosine_similarity(face_a.embedding, face_b.embedding)
         decision_threshold = pipeline.similarity_threshold if threshold is None else threshold
         return SimilarityPublic(
@@ -198,6 +217,94 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             threshold=decision_threshold,
             face_a=FacePublic.from_face(face_a),
             face_b=FacePublic.from_face(face_b),
+        )
+
+    @app.post(
+        "/extract",
+        response_model=ExtractPublic,
+        responses=ERROR_RESPONSES,
+        summary="Every face of one or more images: boxes, scores, landmarks, embeddings, crops",
+        description=(
+            "Send the images either as multipart files (`images`, repeated, with the options as "
+            'form fields) or as JSON (`{"images": {"data": ["<base64>", ...]}, ...options}`). '
+            "An image that cannot be read is reported in its own entry; the others still succeed."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": multipart_body(ExtractOptionsCreate, "images", "images, repeated")
+                    },
+                    "application/json": {"schema": ExtractJSONCreate.model_json_schema()},
+                },
+            }
+        },
+    )
+    async def extract(
+        request: Request, extractor: ExtractorDep, admission: AdmissionDep
+    ) -> ExtractPublic:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            images, options = await read_extract_json(request, settings)
+        else:
+            require_multipart(request)
+            images, options = await read_multipart(
+                request, ExtractOptionsCreate, settings, files_field="images"
+            )
+        extract_options = ExtractOptions(**options.model_dump(exclude={"images"}))
+        async with admission.slot():
+            results, timings = await extractor.extract(images, extract_options)
+        return ExtractPublic.from_results(results, timings, extract_options)
+
+    @app.post(
+        "/draw",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "the image with the faces drawn"},
+            **ERROR_RESPONSES,
+        },
+        summary="The image as JPEG with every face's box, score and landmarks drawn",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": multipart_body(DrawOptionsCreate, "image", "one image")
+                    }
+                },
+            }
+        },
+    )
+    async def draw(request: Request, extractor: ExtractorDep, admission: AdmissionDep) -> Response:
+        require_multipart(request)
+        images, options = await read_multipart(
+            request, DrawOptionsCreate, settings, files_field="image"
+        )
+        if len(images) != 1:
+            raise validation_error("image", f"send exactly one image, not {len(images)}")
+        extract_options = ExtractOptions(
+            **options.model_dump(exclude={"draw_landmarks", "draw_scores"}),
+        )
+        async with admission.slot():
+            [result], _ = await extractor.extract(
+                images, replace(extract_options, return_embedding=False)
+            )
+        if result.error is not None or result.image is None:
+            raise result.error or InvalidImageError("'image' could not be read")
+        image = result.image
+        drawn = await asyncio.to_thread(
+            lambda: encode_jpeg(
+                draw_faces(
+                    image,
+                    result.faces,
+                    landmarks=options.draw_landmarks,
+                    scores=options.draw_scores,
+                )
+            )
+        )
+        return Response(
+            drawn, media_type="image/jpeg", headers={"X-Faces-Detected": str(len(result.faces))}
         )
 
     @app.get(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 class FaceServiceError(Exception):
-    """Base class; ``status_code`` is the HTTP status the API answers with."""
+    """Base class; ``status_code`` is the HTTP status the API answers with, ``retry_after_s``
+    the Retry-After it sends, if any."""
 
     status_code = 500
+    retry_after_s: int | None = None
 
 
 class InvalidImageError(FaceServiceError):
@@ -34,6 +36,13 @@ class ModelUnavailableError(FaceServiceError):
 
     status_code = 503
     retry_after_s = 5
+
+
+class ServiceBusyError(FaceServiceError):
+    """More requests are running and waiting than the service admits; retry shortly."""
+
+    status_code = 503
+    retry_after_s = 1
 
 
 class ModelRepositoryError(FaceServiceError):

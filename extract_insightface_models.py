@@ -27,8 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper
 
 from errors import ModelRepositoryError
 from settings import get_settings
@@ -50,6 +52,12 @@ LICENSE_NOTE = (
     "(https://github.com/deepinsight/insightface#license)."
 )
 MANIFEST = "manifest.json"
+# Installed models take uint8 RGB pixels under this input name (take_uint8_pixels); the
+# manifest's format changes whenever what install() writes does, so that reruns redo it.
+PIXELS_INPUT = "pixels"
+REPOSITORY_FORMAT = 2
+# SCRFD's input normalisation (pixel - mean) / std, as InsightFace's scrfd.py applies it.
+SCRFD_NORMALIZATION = (127.5, 128.0)
 # SCRFD output groups by their last dimension: scores, boxes (distances), 5 keypoints.
 SCRFD_GROUPS = {1: "score", 4: "bbox", 10: "kps"}
 
@@ -157,6 +165,37 @@ def make_output_batch_dynamic(model: onnx.ModelProto) -> bool:
             dims[0].dim_param = "batch"
             changed = True
     return changed
+
+
+def take_uint8_pixels(model: onnx.ModelProto, mean: float, std: float) -> None:
+    """Moves the input normalisation into the graph: the model then takes uint8 RGB pixels
+    (N, 3, H, W) and computes (pixel - mean) / std itself. A quarter of the bytes travel to
+    Triton (1.2 MB instead of 4.9 MB for a 640x640 detector input) and no client has to know
+    the model's normalisation."""
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    original = next(value for value in graph.input if value.name not in weights)
+    dims = original.type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+    pixels = helper.make_tensor_value_info(PIXELS_INPUT, onnx.TensorProto.UINT8, shape)
+    floats, centred = f"{PIXELS_INPUT}_float", f"{PIXELS_INPUT}_centred"
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(mean, dtype=np.float32), f"{PIXELS_INPUT}_mean"),
+            numpy_helper.from_array(np.array(1.0 / std, dtype=np.float32), f"{PIXELS_INPUT}_scale"),
+        ]
+    )
+    normalisation = [
+        helper.make_node("Cast", [PIXELS_INPUT], [floats], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Sub", [floats, f"{PIXELS_INPUT}_mean"], [centred]),
+        helper.make_node("Mul", [centred, f"{PIXELS_INPUT}_scale"], [original.name]),
+    ]
+    nodes = [*normalisation, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    position = list(graph.input).index(original)
+    graph.input.remove(original)
+    graph.input.insert(position, pixels)
 
 
 def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
@@ -282,6 +321,8 @@ def prepare_detector(source: SourceModels) -> tuple[onnx.ModelProto, dict[str, o
     layout = scrfd_layout(model, source.detector)
     input_dims = _dims(model.graph.input[0])
     batched = layout == "batched" and not isinstance(input_dims[0], int)
+    mean, std = SCRFD_NORMALIZATION
+    take_uint8_pixels(model, mean, std)
     set_metadata(
         model,
         {
@@ -289,11 +330,12 @@ def prepare_detector(source: SourceModels) -> tuple[onnx.ModelProto, dict[str, o
             "pack": source.pack,
             "layout": layout,
             "batched": "true" if batched else "false",
-            "input_mean": "127.5",
-            "input_std": "128.0",
+            "input_mean": str(mean),
+            "input_std": str(std),
         },
     )
-    return model, {"layout": layout, "batched": batched}
+    onnx.checker.check_model(model)
+    return model, {"layout": layout, "batched": batched, "input_mean": mean, "input_std": std}
 
 
 def prepare_recognizer(source: SourceModels) -> tuple[onnx.ModelProto, dict[str, object]]:
@@ -305,6 +347,7 @@ def prepare_recognizer(source: SourceModels) -> tuple[onnx.ModelProto, dict[str,
         )
     fixed = make_output_batch_dynamic(model)
     mean, std = arcface_normalization(model)
+    take_uint8_pixels(model, mean, std)
     set_metadata(
         model,
         {
@@ -316,6 +359,7 @@ def prepare_recognizer(source: SourceModels) -> tuple[onnx.ModelProto, dict[str,
             "similarity_threshold": str(source.similarity_threshold),
         },
     )
+    onnx.checker.check_model(model)
     return model, {"output_batch_made_dynamic": fixed, "input_mean": mean, "input_std": std}
 
 
@@ -328,7 +372,8 @@ def install(source: SourceModels, repository: Path) -> dict[str, object]:
         current = json.loads(manifest_path.read_text())
         installed = current.get("models", {})
         if (
-            current.get("pack") == source.pack
+            current.get("format") == REPOSITORY_FORMAT
+            and current.get("pack") == source.pack
             and current.get("source") == source.source
             and current.get("similarity_threshold") == source.similarity_threshold
             and all(
@@ -358,6 +403,7 @@ def install(source: SourceModels, repository: Path) -> dict[str, object]:
         }
         logger.info("installed %s -> %s", sources[name].name, target)
     manifest = {
+        "format": REPOSITORY_FORMAT,
         "pack": source.pack,
         "source": source.source,
         "similarity_threshold": source.similarity_threshold,

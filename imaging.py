@@ -147,3 +147,45 @@ def align_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """The 112x112 ArcFace crop for one face's five landmarks."""
     matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE)
     return cv2.warpAffine(image, matrix, (ARCFACE_SIZE, ARCFACE_SIZE), borderValue=0.0)
+
+
+_CV2_ROTATIONS = {
+    90: cv2.ROTATE_90_CLOCKWISE,
+    180: cv2.ROTATE_180,
+    270: cv2.ROTATE_90_COUNTERCLOCKWISE,
+}
+
+
+def rotate_clockwise(image: np.ndarray, degrees: int) -> np.ndarray:
+    """The image turned clockwise by 90, 180 or 270 degrees."""
+    return cv2.rotate(image, _CV2_ROTATIONS[degrees])
+
+
+def unrotate_points(points: np.ndarray, degrees: int, width: int, height: int) -> np.ndarray:
+    """Maps (..., 2) points found in an image turned clockwise by ``degrees`` back to the
+    original ``width`` x ``height`` image."""
+    x, y = points[..., 0], points[..., 1]
+    if degrees == 90:
+        original = (y, height - x)
+    elif degrees == 180:
+        original = (width - x, height - y)
+    elif degrees == 270:
+        original = (width - y, x)
+    else:
+        raise ValueError(f"rotation must be 90, 180 or 270 degrees, not {degrees}")
+    return np.stack(original, axis=-1)
+
+
+def unrotate_box(box: np.ndarray, degrees: int, width: int, height: int) -> np.ndarray:
+    """An [x1, y1, x2, y2] box found in a rotated image, as a box of the original image."""
+    corners = unrotate_points(box.reshape(2, 2), degrees, width, height)
+    return np.concatenate([corners.min(axis=0), corners.max(axis=0)])
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    """JPEG without chroma subsampling: face crops stay close enough to re-embed them."""
+    options = [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, 0x111111]
+    ok, encoded = cv2.imencode(".jpg", image, options)
+    if not ok:
+        raise ValueError("OpenCV could not encode the image as JPEG")
+    return encoded.tobytes()

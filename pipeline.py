@@ -35,6 +35,7 @@ class Face:
     det_score: float
     landmarks: np.ndarray  # (5, 2): eyes, nose, mouth corners
     embedding: np.ndarray | None = None  # (D,), L2-normalised
+    embedding_norm: float | None = None  # the norm before normalisation
 
     @property
     def area(self) -> float:
@@ -154,6 +155,15 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def model_input(images: Sequence[np.ndarray], pixels: bool, mean: float, std: float) -> np.ndarray:
+    """A batch (N, 3, H, W) of same-sized BGR images in RGB order: uint8 pixels for models that
+    normalise inside (extract_insightface_models.py makes them so), else (x - mean) / std."""
+    if pixels:
+        return np.ascontiguousarray(np.stack(images)[..., ::-1].transpose(0, 3, 1, 2))
+    size = images[0].shape[1], images[0].shape[0]
+    return cv2.dnn.blobFromImages(list(images), 1.0 / std, size, (mean,) * 3, swapRB=True)
+
+
 # ---------------------------------------------------------------- models on Triton
 
 
@@ -216,6 +226,7 @@ class FaceDetector(TritonModel):
         self.score_names, self.box_names, self.point_names = groups[1], groups[4], groups[10]
         self.batch_size = max(1, config.max_batch_size)
         self.batched = config.max_batch_size > 0
+        self.pixels_input = config.input[0].data_type == mc.TYPE_UINT8
         self.input_mean = float(_parameter(config, "input_mean", "127.5"))
         self.input_std = float(_parameter(config, "input_std", "128.0"))
 
@@ -244,9 +255,7 @@ class FaceDetector(TritonModel):
         return results
 
     def _blob(self, canvases: list[np.ndarray]) -> np.ndarray:
-        size = canvases[0].shape[1], canvases[0].shape[0]
-        mean = (self.input_mean,) * 3
-        return cv2.dnn.blobFromImages(canvases, 1.0 / self.input_std, size, mean, swapRB=True)
+        return model_input(canvases, self.pixels_input, self.input_mean, self.input_std)
 
     async def _infer(self, blob: np.ndarray) -> list[dict[str, np.ndarray]]:
         names = [*self.score_names, *self.box_names, *self.point_names]
@@ -302,32 +311,29 @@ class FaceRecognizer(TritonModel):
         self.input_name = config.input[0].name
         self.output_name = config.output[0].name
         self.batch_size = config.max_batch_size
+        self.pixels_input = config.input[0].data_type == mc.TYPE_UINT8
         self.input_mean = float(_parameter(config, "input_mean", "127.5"))
         self.input_std = float(_parameter(config, "input_std", "127.5"))
         self.similarity_threshold = float(_parameter(config, "similarity_threshold", "0.3"))
 
-    async def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+    async def predict(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """L2-normalised embeddings (N, D) of aligned 112x112 BGR crops, in batches of at most
-        the model's ``max_batch_size``."""
+        the model's ``max_batch_size``, and the norms (N,) they had before (a quality hint:
+        blurred or tiny faces get small norms)."""
         await self.ensure_loaded()
         embeddings = []
         for start in range(0, len(crops), self.batch_size):
             chunk = list(crops[start : start + self.batch_size])
-            mean = (self.input_mean,) * 3
             blob = await asyncio.to_thread(
-                cv2.dnn.blobFromImages,
-                chunk,
-                1.0 / self.input_std,
-                (ARCFACE_SIZE, ARCFACE_SIZE),
-                mean,
-                swapRB=True,
+                model_input, chunk, self.pixels_input, self.input_mean, self.input_std
             )
             outputs = await self.client.infer(
                 self.model_name, {self.input_name: blob}, [self.output_name]
             )
             embeddings.append(outputs[self.output_name].reshape(len(chunk), -1))
         stacked = np.concatenate(embeddings).astype(np.float32)
-        return stacked / np.linalg.norm(stacked, axis=1, keepdims=True)
+        norms = np.linalg.norm(stacked, axis=1)
+        return stacked / norms[:, None], norms
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -390,9 +396,10 @@ class FacePipeline:
         crops = await asyncio.to_thread(
             lambda: [align_face(image, face.landmarks) for image, face in pairs]
         )
-        embeddings = await self.recognizer.predict(crops)
-        for (_, face), embedding in zip(pairs, embeddings, strict=True):
+        embeddings, norms = await self.recognizer.predict(crops)
+        for (_, face), embedding, norm in zip(pairs, embeddings, norms, strict=True):
             face.embedding = embedding
+            face.embedding_norm = float(norm)
 
     async def analyze(self, data: bytes, field: str) -> ImageFaces:
         """All faces of one image, each with its embedding."""

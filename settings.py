@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     triton_backend: Literal["auto", "onnxruntime", "python"] = "auto"
     triton_startup_timeout_s: float = Field(180.0, gt=0)
     triton_request_timeout_s: float = Field(30.0, gt=0)
+    # How inputs reach Triton: "shm" writes them into POSIX shared memory that Triton maps (only
+    # for a Triton on this host sharing /dev/shm: the local one, or one in the same container),
+    # "binary" sends them in the HTTP body (any Triton). "auto": shm for the local server or a
+    # FACE_TRITON_URL on a loopback address, binary for any other host.
+    # bench/transport.py, 2 cores, 2026-11-22, p50 ms binary -> shm: detector 1x3x640x640
+    # float32 15.2 -> 10.6 (0.70), as uint8 pixels 11.1 -> 10.0 (0.90); 4x3x640x640 float32
+    # 87.2 -> 39.0 (0.45), uint8 46.0 -> 38.9 (0.85); recognizer 32 crops within 2 % (~230 ms).
+    triton_transport: Literal["auto", "binary", "shm"] = "auto"
     triton_log_file: Path = REPOSITORY_ROOT / "data" / "triton.log"
     # Model instances and onnxruntime threads per instance; 0 means "size for this machine".
     triton_instances: int = Field(1, ge=1)
@@ -56,6 +64,13 @@ class Settings(BaseSettings):
     # Input limits
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(50_000_000, gt=0)
+    max_images_per_request: int = Field(32, ge=1)
+    max_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
+
+    # Admission: requests running inference at once, and how many may wait for a slot; beyond
+    # that the API answers 503 with Retry-After instead of queueing without bound.
+    max_concurrent_requests: int = Field(8, ge=1)
+    max_queued_requests: int = Field(64, ge=0)
 
     def intra_op_threads(self) -> int:
         """Threads each onnxruntime session may use: the machine's cores shared by the instances."""

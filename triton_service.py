@@ -5,7 +5,8 @@
 - :class:`TritonServer` runs a local ``tritonserver`` (the binary of the nvidia-pytriton wheel, or
   the official container's), waits for readiness, captures its log, restarts it when it dies and
   stops it with SIGINT, then kill.
-- :class:`TritonClient` talks to any Triton (local or external) over HTTP with binary tensors.
+- :class:`TritonClient` talks to any Triton (local or external) over HTTP with binary tensors,
+  or, on the same host, with its inputs in system shared memory.
 - :class:`TritonService` puts the three together for the app's lifespan.
 """
 
@@ -15,16 +16,20 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
@@ -32,9 +37,11 @@ import onnx
 from google.protobuf import json_format, text_format
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2 as mc
-from tritonclient.http import InferInput, InferRequestedOutput
+from tritonclient.http import InferInput, InferRequestedOutput, InferResult
 from tritonclient.http.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
+from tritonclient.utils import shared_memory as shm
+from tritonclient.utils.shared_memory import SharedMemoryException
 
 from errors import ModelConfigError, ModelRepositoryError, ModelUnavailableError, TritonServerError
 from settings import Settings
@@ -415,61 +422,238 @@ class TritonServer:
             await asyncio.to_thread(process.wait)
 
 
-class TritonClient:
-    """Async HTTP client with binary tensors. Every failure to reach Triton or a model is
-    raised as :class:`ModelUnavailableError` so that the API answers 503."""
+@dataclass(eq=False)
+class _ShmRegion:
+    """One POSIX shared-memory object ``/dev/shm/<name>``, known to Triton by the same name."""
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
+    name: str
+    byte_size: int
+    handle: shm.SharedMemoryRegion
+    registered: bool = False
+
+
+class TritonClient:
+    """Async HTTP client. Every failure to reach Triton or a model is raised as
+    :class:`ModelUnavailableError` so that the API answers 503.
+
+    Outputs always come back as binary HTTP tensors. Inputs travel as binary HTTP
+    (``transport="binary"``) or through POSIX system shared memory (``"shm"``): the client
+    writes them into a region that Triton maps, and the request carries only its name. ``shm``
+    needs Triton on the same host, sharing ``/dev/shm`` (same container, or ``--ipc=host``),
+    running as a user that may open the API's regions (created with mode 0600).
+
+    Each shm call checks a region out of a pool of at most ``shm_pool_size`` (waiting, within
+    the request timeout, while all are in use), so that concurrent calls never share one.
+    Regions are created lazily, replaced by a larger one when a call needs more bytes, and named
+    ``face_<pid>_<random>_<n>`` so that several API processes on one Triton never collide.
+    Triton forgets registrations when it restarts: a call that meets an unknown region registers
+    it again and retries once. :meth:`close` unregisters and unlinks every region.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        transport: Literal["binary", "shm"] = "binary",
+        shm_pool_size: int = 8,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.transport = transport
+        self.shm_prefix = f"face_{os.getpid()}_{secrets.token_hex(4)}"
         self._client = InferenceServerClient(url, conn_timeout=timeout_s)
+        self._shm_numbers = itertools.count()
+        self._shm_slots = asyncio.Semaphore(shm_pool_size)
+        self._shm_free: list[_ShmRegion] = []
+        self._shm_regions: dict[str, _ShmRegion] = {}
 
     async def close(self) -> None:
+        regions = list(self._shm_regions.values())
+        self._shm_regions.clear()
+        self._shm_free.clear()
+        with contextlib.suppress(*_TRITON_ERRORS):
+            async with asyncio.timeout(self.timeout_s):
+                for region in regions:
+                    if region.registered:
+                        await self._client.unregister_system_shared_memory(region.name)
+        for region in regions:
+            _unlink(region.handle)
         await self._client.close()
 
     async def server_ready(self) -> bool:
         try:
             async with asyncio.timeout(self.timeout_s):
                 return bool(await self._client.is_server_ready())
-        except (aiohttp.ClientError, InferenceServerException, TimeoutError, OSError):
+        except _TRITON_ERRORS:
             return False
 
     async def model_ready(self, model: str) -> bool:
         try:
             async with asyncio.timeout(self.timeout_s):
                 return bool(await self._client.is_model_ready(model))
-        except (aiohttp.ClientError, InferenceServerException, TimeoutError, OSError):
+        except _TRITON_ERRORS:
             return False
 
     async def model_config(self, model: str) -> mc.ModelConfig:
         try:
             async with asyncio.timeout(self.timeout_s):
                 config = await self._client.get_model_config(model)
-        except (aiohttp.ClientError, InferenceServerException, TimeoutError, OSError) as error:
+        except _TRITON_ERRORS as error:
             raise ModelUnavailableError(f"model {model!r} is not available: {error}") from error
         return json_format.ParseDict(config, mc.ModelConfig(), ignore_unknown_fields=True)
 
     async def infer(
         self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        infer_inputs = []
-        for name, array in inputs.items():
-            infer_input = InferInput(name, list(array.shape), _triton_dtype(array))
-            infer_input.set_data_from_numpy(array, binary_data=True)
-            infer_inputs.append(infer_input)
         requested = [InferRequestedOutput(name, binary_data=True) for name in outputs]
         try:
             async with asyncio.timeout(self.timeout_s):
-                result = await self._client.infer(
-                    model, infer_inputs, outputs=requested, headers=_NO_COMPRESSION
-                )
+                if self.transport == "shm":
+                    result = await self._infer_shm(model, inputs, requested)
+                else:
+                    result = await self._infer(model, _binary_inputs(inputs), requested)
         except TimeoutError as error:
             raise ModelUnavailableError(
                 f"model {model!r} did not answer within {self.timeout_s:.0f} s"
             ) from error
-        except (aiohttp.ClientError, InferenceServerException, OSError) as error:
+        except (*_TRITON_ERRORS, SharedMemoryException) as error:
             raise ModelUnavailableError(f"model {model!r} is not available: {error}") from error
         return {name: result.as_numpy(name) for name in outputs}
+
+    async def _infer(
+        self, model: str, inputs: list[InferInput], requested: list[InferRequestedOutput]
+    ) -> InferResult:
+        # A fresh dict: the client writes this request's Inference-Header-Content-Length into it.
+        headers = dict(_NO_COMPRESSION)
+        return await self._client.infer(model, inputs, outputs=requested, headers=headers)
+
+    async def _infer_shm(
+        self, model: str, inputs: Mapping[str, np.ndarray], requested: list[InferRequestedOutput]
+    ) -> InferResult:
+        offsets, byte_size = _shm_layout(inputs.values())
+        async with self._shm_region(byte_size) as region:
+            infer_inputs = []
+            for (name, array), offset in zip(inputs.items(), offsets, strict=True):
+                shm.set_shared_memory_region(region.handle, [array], offset=offset)
+                infer_input = InferInput(name, list(array.shape), _triton_dtype(array))
+                infer_inputs.append(
+                    infer_input.set_shared_memory(region.name, array.nbytes, offset)
+                )
+            if not region.registered:
+                await self._register(region)
+            try:
+                return await self._infer(model, infer_inputs, requested)
+            except InferenceServerException as error:
+                if _UNKNOWN_REGION not in str(error.message()):
+                    raise
+                logger.warning(
+                    "Triton forgot region %s (restarted?): registering it again", region.name
+                )
+                await self._register(region)
+                return await self._infer(model, infer_inputs, requested)
+
+    @contextlib.asynccontextmanager
+    async def _shm_region(self, byte_size: int) -> AsyncIterator[_ShmRegion]:
+        """A region of at least ``byte_size`` bytes, for this call alone."""
+        async with self._shm_slots:
+            fitting = [r for r in self._shm_free if r.byte_size >= byte_size]
+            if fitting:
+                region = min(fitting, key=lambda r: r.byte_size)
+                self._shm_free.remove(region)
+            else:
+                if self._shm_free:  # replace the smallest: at most shm_pool_size regions in all
+                    await self._destroy(min(self._shm_free, key=lambda r: r.byte_size))
+                region = self._create(byte_size)
+            try:
+                yield region
+            finally:
+                if region.name in self._shm_regions:  # not destroyed by close() meanwhile
+                    self._shm_free.append(region)
+
+    def _create(self, byte_size: int) -> _ShmRegion:
+        size = max(1, -(-byte_size // _SHM_GRANULE)) * _SHM_GRANULE
+        name = f"{self.shm_prefix}_{next(self._shm_numbers)}"
+        handle = shm.create_shared_memory_region(name, f"/{name}", size, create_only=True)
+        try:
+            _reserve(_SHM_DIRECTORY / name, size)
+        except OSError as error:
+            _unlink(handle)
+            raise SharedMemoryException(
+                f"no room for {size} bytes in {_SHM_DIRECTORY}: {error}"
+            ) from error
+        region = self._shm_regions[name] = _ShmRegion(name, size, handle)
+        return region
+
+    async def _register(self, region: _ShmRegion) -> None:
+        # Unregistering first (a no-op for an unknown name) also covers a registration that
+        # Triton completed after this client gave up waiting for it.
+        region.registered = False
+        await self._client.unregister_system_shared_memory(region.name)
+        try:
+            await self._client.register_system_shared_memory(
+                region.name, f"/{region.name}", region.byte_size
+            )
+        except InferenceServerException as error:
+            raise ModelUnavailableError(
+                f"Triton at {self.url} cannot map shared memory region {region.name!r}: "
+                f"{error}. transport shm needs Triton on this host, sharing /dev/shm; "
+                "set FACE_TRITON_TRANSPORT=binary otherwise"
+            ) from error
+        region.registered = True
+
+    async def _destroy(self, region: _ShmRegion) -> None:
+        self._shm_free.remove(region)
+        del self._shm_regions[region.name]
+        try:
+            if region.registered:
+                with contextlib.suppress(*_TRITON_ERRORS):
+                    await self._client.unregister_system_shared_memory(region.name)
+        finally:
+            _unlink(region.handle)
+
+
+_TRITON_ERRORS = (aiohttp.ClientError, InferenceServerException, TimeoutError, OSError)
+# Triton's answer (404) for a region it does not know, e.g. after a restart.
+_UNKNOWN_REGION = "Unable to find shared memory region"
+# Inputs of one call share a region, each at a multiple of 64 bytes; regions come in whole MiB
+# so that a recognizer batch a few crops larger than the last one needs no new region.
+_SHM_ALIGNMENT = 64
+_SHM_GRANULE = 1 << 20
+_SHM_DIRECTORY = Path("/dev/shm")  # where glibc's shm_open keeps POSIX shared memory
+
+
+def _binary_inputs(inputs: Mapping[str, np.ndarray]) -> list[InferInput]:
+    infer_inputs = []
+    for name, array in inputs.items():
+        infer_input = InferInput(name, list(array.shape), _triton_dtype(array))
+        infer_input.set_data_from_numpy(array, binary_data=True)
+        infer_inputs.append(infer_input)
+    return infer_inputs
+
+
+def _reserve(path: Path, byte_size: int) -> None:
+    """Allocate the pages of a new region now: writing into a sparse one on a full /dev/shm
+    (Docker's default is 64 MB) would kill this process with SIGBUS instead of raising."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, byte_size)
+    finally:
+        os.close(fd)
+
+
+def _unlink(handle: shm.SharedMemoryRegion) -> None:
+    with contextlib.suppress(FileNotFoundError):  # removed by someone else, e.g. systemd RemoveIPC
+        shm.destroy_shared_memory_region(handle)
+
+
+def _shm_layout(arrays: Iterable[np.ndarray]) -> tuple[list[int], int]:
+    """Offsets of the arrays in one region, and the bytes they need in all."""
+    offsets, end = [], 0
+    for array in arrays:
+        offsets.append(end)
+        end += -(-array.nbytes // _SHM_ALIGNMENT) * _SHM_ALIGNMENT
+    return offsets, end
 
 
 # aiohttp asks for gzip by default; Triton then compresses ~1 MB of detector outputs per call and
@@ -500,7 +684,21 @@ class TritonService:
         url = settings.triton_url
         if url is None:
             url = f"{settings.triton_bind_address}:{settings.triton_http_port}"
-        self.client = TritonClient(url, timeout_s=settings.triton_request_timeout_s)
+        self.client = TritonClient(
+            url, timeout_s=settings.triton_request_timeout_s, transport=self.transport(url)
+        )
+
+    def transport(self, url: str) -> Literal["binary", "shm"]:
+        """Shared memory needs Triton on this host; over a network only the HTTP body works."""
+        if self.settings.triton_transport != "auto":
+            return self.settings.triton_transport
+        host = urlsplit(f"//{url}").hostname or ""
+        local = (
+            self.settings.triton_url is None
+            or host in ("localhost", "::1")
+            or host.startswith("127.")
+        )
+        return "shm" if local else "binary"
 
     @property
     def external(self) -> bool:

@@ -180,11 +180,19 @@ def test_too_many_pixels_is_413(api: httpx.Client) -> None:
 
 
 def test_too_many_bytes_is_413(api: httpx.Client) -> None:
+    one_image = 21 * 1024 * 1024  # over the 20 MiB per image
+    response = api.post("/embedding", files={"image": ("big.jpg", b"\0" * one_image, "image/jpeg")})
+    assert response.status_code == 413
+    assert (
+        f"'image' has {one_image} bytes; the limit is {20 * 1024 * 1024}"
+        in response.json()["detail"]
+    )
+    whole_request = 65 * 1024 * 1024  # over the 64 MiB per request: refused before it is read
     response = api.post(
-        "/embedding", files={"image": ("big.jpg", b"\0" * (41 * 1024 * 1024), "image/jpeg")}
+        "/extract", files={"images": ("big.jpg", b"\0" * whole_request, "image/jpeg")}
     )
     assert response.status_code == 413
-    assert "exceeds the limit" in response.json()["detail"]
+    assert "exceeds the limit of 67108864" in response.json()["detail"]
 
 
 def test_wrong_content_types_are_415(api: httpx.Client, photos: dict[str, Path]) -> None:

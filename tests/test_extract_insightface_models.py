@@ -146,13 +146,14 @@ def test_default_pack_writes_models_configs_and_python_backend(default_install: 
     assert detector.name == "face_detector"
     assert detector.backend == "python"
     assert detector.max_batch_size == settings.detector_max_batch_size > 0
-    assert tensors(detector.input) == {"input.1": [3, -1, -1]}
+    assert tensors(detector.input) == {"pixels": [3, -1, -1]}
+    assert detector.input[0].data_type == mc.TYPE_UINT8
     assert tensors(detector.output) == {
         f"{group}_{stride}": [-1, width]
         for group, width in SCRFD_GROUPS
         for stride in SCRFD_STRIDES
     }
-    assert all(t.data_type == mc.TYPE_FP32 for t in (*detector.input, *detector.output))
+    assert all(t.data_type == mc.TYPE_FP32 for t in detector.output)
     assert detector.dynamic_batching.max_queue_delay_microseconds == (
         settings.triton_max_queue_delay_us
     )
@@ -171,7 +172,8 @@ def test_default_pack_writes_models_configs_and_python_backend(default_install: 
     assert recognizer.name == "fr_model"
     assert recognizer.backend == "python"
     assert recognizer.max_batch_size == settings.recognizer_max_batch_size > 0
-    assert tensors(recognizer.input) == {"input.1": [3, 112, 112]}
+    assert tensors(recognizer.input) == {"pixels": [3, 112, 112]}
+    assert recognizer.input[0].data_type == mc.TYPE_UINT8
     assert list(tensors(recognizer.output).values()) == [[512]]
     assert {k: v for k, v in parameters(recognizer).items() if k.startswith("face_service.")} == {
         "face_service.role": "recognizer",
@@ -202,8 +204,8 @@ def test_default_pack_manifest_records_sources_hashes_and_tensors(
     assert detector["installed_sha256"] != detector["source_sha256"]
     assert detector["layout"] == "batched"
     assert detector["batched"] is True
-    assert list(detector["inputs"]) == ["input.1"]
-    assert detector["inputs"]["input.1"][1] == 3
+    assert list(detector["inputs"]) == ["pixels"]
+    assert detector["inputs"]["pixels"][1] == 3
     assert len(detector["outputs"]) == 9
     assert {name: dims[-1] for name, dims in detector["outputs"].items()} == {
         f"{group}_{stride}": width for group, width in SCRFD_GROUPS for stride in SCRFD_STRIDES
@@ -239,10 +241,46 @@ def test_installed_recognizer_output_batch_is_dynamic_while_source_said_one(
     metadata = {prop.key: prop.value for prop in installed.metadata_props}
     assert metadata["face_service.role"] == "recognizer"
     assert metadata["face_service.similarity_threshold"] == "0.28"
-    # The weights are untouched: same initializers as the source.
+    # The weights are untouched: the source's initializers, plus the two normalisation constants.
     assert [i.name for i in installed.graph.initializer] == [
-        i.name for i in source.graph.initializer
+        *(i.name for i in source.graph.initializer),
+        "pixels_mean",
+        "pixels_scale",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "source_file", "shape", "mean", "std"),
+    [
+        ("fr_model", RECOGNIZER_FILE, (2, 3, 112, 112), 127.5, 127.5),
+        ("face_detector", DETECTOR_FILE, (1, 3, 128, 160), 127.5, 128.0),
+    ],
+)
+def test_installed_models_take_uint8_pixels_and_compute_what_the_source_did(
+    default_install: Path,
+    vectron: Path,
+    name: str,
+    source_file: str,
+    shape: tuple[int, ...],
+    mean: float,
+    std: float,
+) -> None:
+    import onnxruntime
+
+    pixels = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    source = onnxruntime.InferenceSession(
+        str(vectron / source_file), providers=["CPUExecutionProvider"]
+    )
+    installed = onnxruntime.InferenceSession(
+        str(model_path(default_install, name)), providers=["CPUExecutionProvider"]
+    )
+    [source_input] = source.get_inputs()
+    [installed_input] = installed.get_inputs()
+    assert (installed_input.name, installed_input.type) == ("pixels", "tensor(uint8)")
+    expected = source.run(None, {source_input.name: (pixels.astype(np.float32) - mean) / std})
+    actual = installed.run(None, {"pixels": pixels})
+    for want, got in zip(expected, actual, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 # 2. Idempotence and backend switches ---------------------------------------------------------
@@ -390,13 +428,13 @@ def test_unbatched_scrfd_layout_installs_with_max_batch_size_zero(
     detector = read_manifest(repository)["models"]["face_detector"]
     assert detector["layout"] == "unbatched"
     assert detector["batched"] is False
-    assert detector["inputs"] == {"input.1": [1, 3, "h", "w"]}
+    assert detector["inputs"] == {"pixels": [1, 3, "h", "w"]}
     assert detector["outputs"]["kps_32"] == ["A", 10]
 
     config = read_config(repository, "face_detector")
     assert config.max_batch_size == 0
     assert not config.HasField("dynamic_batching")
-    assert tensors(config.input) == {"input.1": [1, 3, -1, -1]}
+    assert tensors(config.input) == {"pixels": [1, 3, -1, -1]}
     assert tensors(config.output) == {
         f"{group}_{stride}": [-1, width]
         for group, width in SCRFD_GROUPS

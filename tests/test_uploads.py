@@ -1,0 +1,58 @@
+"""Reading images and options out of requests (unit tests; the routes are tested in test_app.py
+and test_extraction.py)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from fastapi.exceptions import RequestValidationError
+
+from errors import ImageTooLargeError, InvalidImageError, UnsupportedMediaTypeError
+from schemas import DrawOptionsCreate, ExtractOptionsCreate
+from settings import Settings
+from uploads import check_image_count, check_image_type, decode_base64, validate_options
+
+
+def test_base64_images_plain_and_as_data_urls() -> None:
+    settings = Settings()
+    encoded = base64.b64encode(b"\x89PNG...").decode()
+    assert decode_base64(encoded, 0, settings) == b"\x89PNG..."
+    assert decode_base64(f"data:image/png;base64,{encoded}", 0, settings) == b"\x89PNG..."
+
+
+def test_bad_base64_and_oversized_images_become_errors_of_their_own() -> None:
+    bad = decode_base64("not base64!", 3, Settings())
+    assert isinstance(bad, InvalidImageError)
+    assert "'images.data[3]' is not valid base64" in str(bad)
+    big = decode_base64("A" * 4000, 0, Settings(max_image_bytes=1000))
+    assert isinstance(big, ImageTooLargeError)
+    assert "the limit is 1000" in str(big)
+
+
+def test_image_count_limits() -> None:
+    settings = Settings(max_images_per_request=2)
+    check_image_count(2, settings)
+    with pytest.raises(ImageTooLargeError, match="3 images in one request; the limit is 2"):
+        check_image_count(3, settings)
+    with pytest.raises(RequestValidationError):
+        check_image_count(0, settings)
+
+
+def test_image_content_types() -> None:
+    check_image_type("image/webp", "image")
+    check_image_type(None, "image")
+    check_image_type("application/octet-stream", "image")
+    with pytest.raises(
+        UnsupportedMediaTypeError, match="'images\\[1\\]' has content type 'text/csv'"
+    ):
+        check_image_type("text/csv", "images[1]")
+
+
+def test_options_from_form_strings_and_their_errors() -> None:
+    options = validate_options(DrawOptionsCreate, {"limit_faces": "3", "draw_scores": "false"})
+    assert (options.limit_faces, options.draw_scores, options.max_size) == (3, False, 640)
+    with pytest.raises(RequestValidationError) as raised:
+        validate_options(ExtractOptionsCreate, {"max_size": "100", "typo": "1"})
+    locations = [error["loc"] for error in raised.value.errors()]
+    assert locations == [("body", "max_size"), ("body", "typo")]
