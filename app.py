@@ -15,15 +15,19 @@ from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import gallery_routes
 from admission import AdmissionLimiter
 from errors import FaceServiceError, InvalidImageError, ModelUnavailableError
-from extraction import ExtractOptions, Extractor, draw_faces
+from extraction import ExtractOptions, Extractor, draw_faces, store_records
+from gallery import open_gallery
+from identification import Identification
 from imaging import encode_jpeg
 from pipeline import FacePipeline, cosine_similarity
 from schemas import (
     DrawOptionsCreate,
     EmbeddingPublic,
     ErrorPublic,
+    ExtractCreate,
     ExtractJSONCreate,
     ExtractOptionsCreate,
     ExtractPublic,
@@ -73,12 +77,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.triton = triton
     app.state.pipeline = pipeline
     app.state.extractor = Extractor(pipeline)
+    try:
+        gallery = await asyncio.to_thread(open_gallery, settings)
+    except BaseException:
+        await triton.stop()
+        raise
+    app.state.identification = Identification(pipeline, gallery)
     app.state.admission = AdmissionLimiter(
         concurrency=settings.max_concurrent_requests, queue=settings.max_queued_requests
     )
     try:
         yield
     finally:
+        await asyncio.to_thread(gallery.close)
         await triton.stop()
 
 
@@ -158,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_exception_handler(FaceServiceError, face_service_error)  # type: ignore[arg-type]
     app.add_middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(gallery_routes.router)
 
     @app.post(
         "/embedding",
@@ -234,7 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "required": True,
                 "content": {
                     "multipart/form-data": {
-                        "schema": multipart_body(ExtractOptionsCreate, "images", "images, repeated")
+                        "schema": multipart_body(ExtractCreate, "images", "images, repeated")
                     },
                     "application/json": {"schema": ExtractJSONCreate.model_json_schema()},
                 },
@@ -245,17 +257,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request, extractor: ExtractorDep, admission: AdmissionDep
     ) -> ExtractPublic:
         content_type = request.headers.get("content-type", "")
+        filenames: list[str | None] = []
         if content_type.startswith("application/json"):
             images, options = await read_extract_json(request, settings)
         else:
             require_multipart(request)
-            images, options = await read_multipart(
-                request, ExtractOptionsCreate, settings, files_field="images"
+            images, options, filenames = await read_multipart(
+                request, ExtractCreate, settings, files_field="images"
             )
-        extract_options = ExtractOptions(**options.model_dump(exclude={"images"}))
+        extract_options = ExtractOptions(
+            **options.model_dump(exclude={"images", "store", "filename"})
+        )
         async with admission.slot():
             results, timings = await extractor.extract(images, extract_options)
-        return ExtractPublic.from_results(results, timings, extract_options)
+        public = ExtractPublic.from_results(results, timings, extract_options)
+        if options.store:
+            names = filenames or [None] * len(results)
+            record_ids = await store_records(
+                request.app.state.identification.gallery, results, options.filename, names
+            )
+            for entry, record_id in zip(public.images, record_ids, strict=True):
+                entry.record_id = record_id
+        return public
 
     @app.post(
         "/draw",
@@ -278,7 +301,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def draw(request: Request, extractor: ExtractorDep, admission: AdmissionDep) -> Response:
         require_multipart(request)
-        images, options = await read_multipart(
+        images, options, _ = await read_multipart(
             request, DrawOptionsCreate, settings, files_field="image"
         )
         if len(images) != 1:

@@ -31,6 +31,24 @@ class NoFaceError(FaceServiceError):
         self.field = field
 
 
+class ConfirmationRequiredError(FaceServiceError):
+    """A destructive request without its explicit confirmation."""
+
+    status_code = 400
+
+
+class NoUsableFaceError(FaceServiceError):
+    """An enrollment where no image gave a usable face: nothing is written."""
+
+    status_code = 422
+
+
+class EmbeddingError(FaceServiceError):
+    """A query embedding that is not a finite, non-zero vector."""
+
+    status_code = 422
+
+
 class ModelUnavailableError(FaceServiceError):
     """Triton or one of the models cannot answer now; the client should retry."""
 
@@ -55,3 +73,40 @@ class ModelConfigError(FaceServiceError):
 
 class TritonServerError(FaceServiceError):
     """The local Triton process could not be started or stopped."""
+
+
+class IdentityNotFoundError(FaceServiceError):
+    status_code = 404
+
+    def __init__(self, identity_id: str) -> None:
+        super().__init__(f"identity {identity_id!r} does not exist")
+        self.identity_id = identity_id
+
+
+class IdentityExistsError(FaceServiceError):
+    status_code = 409
+
+    def __init__(self, identity_id: str) -> None:
+        super().__init__(f"identity {identity_id!r} already exists")
+        self.identity_id = identity_id
+
+
+class TemplateNotFoundError(FaceServiceError):
+    status_code = 404
+
+    def __init__(self, identity_id: str, template_id: str) -> None:
+        super().__init__(f"identity {identity_id!r} has no template {template_id!r}")
+
+
+class RecordNotFoundError(FaceServiceError):
+    status_code = 404
+
+    def __init__(self, record_id: str) -> None:
+        super().__init__(f"record {record_id!r} does not exist")
+
+
+class GalleryError(FaceServiceError):
+    """The gallery database cannot be reached or used; the client may retry."""
+
+    status_code = 503
+    retry_after_s = 5

@@ -18,11 +18,13 @@ import cv2
 import numpy as np
 
 from errors import FaceServiceError, InvalidImageError
+from gallery import Gallery, RecordFace
 from imaging import (
     ARCFACE_SIZE,
     ARCFACE_TEMPLATE,
     align_face,
     decode_image,
+    image_channels,
     rotate_clockwise,
     unrotate_box,
     unrotate_points,
@@ -55,6 +57,7 @@ class ExtractOptions:
 class ExtractedImage:
     width: int = 0
     height: int = 0
+    channels: int = 0  # of the file as sent: 1 grayscale, 3 colour, 4 with alpha
     faces: list[Face] = field(default_factory=list)
     crops: list[np.ndarray] = field(default_factory=list)
     rotation: int = 0  # clockwise degrees that made the faces upright
@@ -147,6 +150,7 @@ class Extractor:
             finally:
                 results[index].took_ms = _ms_since(started)
             results[index].height, results[index].width = image.shape[:2]
+            results[index].channels = image_channels(data)
             results[index].image = image
             return image
 
@@ -247,6 +251,45 @@ class Extractor:
             by_face = {id(face): crop for (_, face), crop in zip(pairs, crops, strict=True)}
             for result in results:
                 result.crops = [by_face[id(face)] for face in result.faces]
+
+
+async def store_records(
+    gallery: Gallery,
+    results: Sequence[ExtractedImage],
+    filename: str | None,
+    upload_names: Sequence[str | None],
+) -> list[str | None]:
+    """Saves a detection record per readable image; returns the record ids (None for images
+    that could not be read). ``filename`` names a single image; with several, each record takes
+    its upload's name, else ``filename[index]``."""
+    record_ids: list[str | None] = []
+    for index, (result, upload_name) in enumerate(zip(results, upload_names, strict=True)):
+        if result.image is None:
+            record_ids.append(None)
+            continue
+        if len(results) == 1 and filename:
+            name = filename
+        else:
+            name = upload_name or f"{filename or 'image'}[{index}]"
+        faces = [
+            RecordFace(
+                bbox=[round(float(v), 2) for v in face.bbox],
+                det_score=round(face.det_score, 5),
+                landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+                embedding=None if face.embedding is None else [float(v) for v in face.embedding],
+            )
+            for face in result.faces
+        ]
+        record = await asyncio.to_thread(
+            gallery.save_record,
+            filename=name,
+            width=result.width,
+            height=result.height,
+            channels=result.channels,
+            faces=faces,
+        )
+        record_ids.append(record.record_id)
+    return record_ids
 
 
 def draw_faces(

@@ -57,6 +57,13 @@ def decode_image(data: bytes, *, field: str, max_pixels: int) -> np.ndarray:
     return _to_bgr(image)
 
 
+def image_channels(data: bytes) -> int:
+    """Channels of an encoded image as stored (1 gray, 2 gray+alpha, 3 colour, 4 with alpha),
+    read from its header."""
+    with Image.open(io.BytesIO(data)) as image:
+        return len(image.getbands())
+
+
 def _to_bgr(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit (or 32-bit integer) grayscale: scale to 8 bits instead of clipping.

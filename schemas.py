@@ -128,6 +128,11 @@ class ExtractOptionsCreate(BaseModel):
     )
 
 
+class ExtractStoreOptions(BaseModel):
+    store: bool = Field(False, description="save a detection record of each image (GET /records)")
+    filename: str | None = Field(None, max_length=1000, description="the record's file name")
+
+
 class DrawOptionsCreate(ExtractOptionsCreate):
     draw_landmarks: bool = True
     draw_scores: bool = True
@@ -137,7 +142,11 @@ class Base64Images(BaseModel):
     data: list[str] = Field(description="images as base64 strings (data: URLs accepted)")
 
 
-class ExtractJSONCreate(ExtractOptionsCreate):
+class ExtractCreate(ExtractOptionsCreate, ExtractStoreOptions):
+    """Options of /extract: the detection options and whether to store records."""
+
+
+class ExtractJSONCreate(ExtractCreate):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -168,6 +177,7 @@ class ExtractedImagePublic(BaseModel):
     )
     faces: list[ExtractedFacePublic] = Field(default_factory=list)
     took_ms: float
+    record_id: str | None = Field(None, description="with store=true: the saved record")
 
 
 class TimingsPublic(BaseModel):

@@ -53,6 +53,7 @@ class ServiceProcess:
             "FACE_HOST": "127.0.0.1",
             "FACE_PORT": str(self.api_port),
             "FACE_TRITON_LOG_FILE": str(self.work_dir / "triton" / "triton.log"),
+            "FACE_DATA_DIR": str(self.work_dir / "data"),
         }
         if self.triton_url is not None:
             env["FACE_TRITON_URL"] = self.triton_url

@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(8, ge=1)
     max_queued_requests: int = Field(64, ge=0)
 
+    # Identity gallery: None = the embedded SQLite file under data_dir; a postgresql:// URL =
+    # PostgreSQL with pgvector.
+    data_dir: Path = REPOSITORY_ROOT / "data"
+    gallery_database_url: str | None = None
+    gallery_scoring: Literal["max", "mean"] = "max"
+    gallery_exact_search_below: int = Field(20_000, ge=0)
+    gallery_hnsw_ef_search: int = Field(100, ge=1, le=1000)
+
     def intra_op_threads(self) -> int:
         """Threads each onnxruntime session may use: the machine's cores shared by the instances."""
         if self.triton_intra_op_threads:

@@ -70,13 +70,15 @@ def validate_options(model: type[Options], values: dict[str, object]) -> Options
 
 async def read_multipart(
     request: Request, model: type[Options], settings: Settings, *, files_field: str
-) -> tuple[list[ImageInput], Options]:
-    """Every ``files_field`` part (an image each) and the other fields as options."""
+) -> tuple[list[ImageInput], Options, list[str | None]]:
+    """Every ``files_field`` part (an image each), the other fields as options, and the
+    uploaded files' names."""
     async with request.form() as form:
         uploads = [
             part for part in form.getlist(files_field) if isinstance(part, StarletteUploadFile)
         ]
         check_image_count(len(uploads), settings)
+        filenames = [upload.filename for upload in uploads]
         images: list[ImageInput] = []
         for index, upload in enumerate(uploads):
             try:
@@ -89,7 +91,7 @@ async def read_multipart(
             next(key for key, value in fields.items() if not isinstance(value, str)),
             "expected a form field, got a file",
         )
-    return images, validate_options(model, fields)
+    return images, validate_options(model, fields), filenames
 
 
 async def read_extract_json(
