@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import gallery_routes
 from admission import AdmissionLimiter
+from dependencies import AdmissionDep, ExtractorDep, GalleryDep, PipelineDep
 from errors import FaceServiceError, InvalidImageError, ModelUnavailableError
 from extraction import ExtractOptions, Extractor, draw_faces, store_records
 from gallery import open_gallery
@@ -29,7 +30,6 @@ from schemas import (
     ErrorPublic,
     ExtractCreate,
     ExtractJSONCreate,
-    ExtractOptionsCreate,
     ExtractPublic,
     FacePublic,
     HealthPublic,
@@ -39,6 +39,7 @@ from schemas import (
 from settings import Settings, get_settings
 from triton_service import TritonService
 from uploads import (
+    multipart_openapi,
     read_extract_json,
     read_image,
     read_multipart,
@@ -113,35 +114,12 @@ class RequestSizeLimit:
         await self.app(scope, receive, send)
 
 
-def get_pipeline(request: Request) -> FacePipeline:
-    return request.app.state.pipeline
-
-
-def get_extractor(request: Request) -> Extractor:
-    return request.app.state.extractor
-
-
-def get_admission(request: Request) -> AdmissionLimiter:
-    return request.app.state.admission
-
-
-PipelineDep = Annotated[FacePipeline, Depends(get_pipeline)]
-ExtractorDep = Annotated[Extractor, Depends(get_extractor)]
-AdmissionDep = Annotated[AdmissionLimiter, Depends(get_admission)]
-
-
-def multipart_body(model: type[ExtractOptionsCreate], files: str, description: str) -> dict:
-    """OpenAPI request body for routes that read their multipart form themselves."""
-    schema = model.model_json_schema()
-    properties = {
-        files: {
-            "type": "array",
-            "items": {"type": "string", "format": "binary"},
-            "description": description,
-        },
-        **schema["properties"],
-    }
-    return {"type": "object", "properties": properties, "required": [files]}
+def extract_openapi() -> dict:
+    """/extract reads multipart forms and JSON bodies itself: both documented."""
+    extra = multipart_openapi(ExtractCreate, "images", "images, repeated")
+    content = extra["requestBody"]["content"]
+    content["application/json"] = {"schema": ExtractJSONCreate.model_json_schema()}
+    return extra
 
 
 async def face_service_error(request: Request, error: FaceServiceError) -> JSONResponse:
@@ -241,20 +219,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             'form fields) or as JSON (`{"images": {"data": ["<base64>", ...]}, ...options}`). '
             "An image that cannot be read is reported in its own entry; the others still succeed."
         ),
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": multipart_body(ExtractCreate, "images", "images, repeated")
-                    },
-                    "application/json": {"schema": ExtractJSONCreate.model_json_schema()},
-                },
-            }
-        },
+        openapi_extra=extract_openapi(),
     )
     async def extract(
-        request: Request, extractor: ExtractorDep, admission: AdmissionDep
+        request: Request, extractor: ExtractorDep, admission: AdmissionDep, gallery: GalleryDep
     ) -> ExtractPublic:
         content_type = request.headers.get("content-type", "")
         filenames: list[str | None] = []
@@ -273,9 +241,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         public = ExtractPublic.from_results(results, timings, extract_options)
         if options.store:
             names = filenames or [None] * len(results)
-            record_ids = await store_records(
-                request.app.state.identification.gallery, results, options.filename, names
-            )
+            record_ids = await store_records(gallery, results, options.filename, names)
             for entry, record_id in zip(public.images, record_ids, strict=True):
                 entry.record_id = record_id
         return public
@@ -288,16 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             **ERROR_RESPONSES,
         },
         summary="The image as JPEG with every face's box, score and landmarks drawn",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": multipart_body(DrawOptionsCreate, "image", "one image")
-                    }
-                },
-            }
-        },
+        openapi_extra=multipart_openapi(DrawOptionsCreate, "image", "one image"),
     )
     async def draw(request: Request, extractor: ExtractorDep, admission: AdmissionDep) -> Response:
         require_multipart(request)

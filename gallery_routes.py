@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
-from admission import AdmissionLimiter
+from dependencies import AdmissionDep, GalleryDep, IdentificationDep, SettingsDep
 from errors import ConfirmationRequiredError, FaceServiceError
-from gallery import UNSET, Gallery
+from gallery import UNSET, Identity
 from gallery_schemas import (
     IDENTITY_ID_PATTERN,
     DeletedPublic,
@@ -29,10 +29,16 @@ from gallery_schemas import (
     RecordPublic,
     VerifyPublic,
 )
-from identification import EnrollmentImage, Identification, IdentifiedFace, unit_vector
+from identification import EnrollmentImage, IdentifiedFace, unit_vector
 from schemas import ErrorPublic, FacePublic
 from settings import Settings
-from uploads import read_image, read_multipart, require_multipart, validation_error
+from uploads import (
+    multipart_openapi,
+    read_image,
+    read_multipart,
+    require_multipart,
+    validation_error,
+)
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorPublic, "description": description}
@@ -46,28 +52,6 @@ ERRORS: dict[int | str, dict[str, object]] = {
         503: "Triton, a model or the gallery database is unavailable",
     }.items()
 }
-
-
-def get_identification(request: Request) -> Identification:
-    return request.app.state.identification
-
-
-def get_gallery(request: Request) -> Gallery:
-    return request.app.state.identification.gallery
-
-
-def get_admission(request: Request) -> AdmissionLimiter:
-    return request.app.state.admission
-
-
-def get_settings_of(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-IdentificationDep = Annotated[Identification, Depends(get_identification)]
-GalleryDep = Annotated[Gallery, Depends(get_gallery)]
-AdmissionDep = Annotated[AdmissionLimiter, Depends(get_admission)]
-SettingsDep = Annotated[Settings, Depends(get_settings_of)]
 
 
 def report_public(report: EnrollmentImage) -> ImageReport:
@@ -91,23 +75,10 @@ def identified_public(result: IdentifiedFace) -> IdentifiedFacePublic:
     )
 
 
-def enrollment_body(description: str) -> dict:
-    schema = IdentityCreateForm.model_json_schema()
-    properties = {
-        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        **schema["properties"],
-    }
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {"type": "object", "properties": properties, "required": ["images"]}
-                }
-            },
-            "description": description,
-        }
-    }
+def enrollment_public(identity: Identity, reports: list[EnrollmentImage]) -> EnrollmentPublic:
+    return EnrollmentPublic(
+        identity=IdentityPublic.from_identity(identity), images=[report_public(r) for r in reports]
+    )
 
 
 async def read_enrollment(
@@ -128,7 +99,7 @@ router = APIRouter(tags=["gallery"], responses=ERRORS)
     status_code=201,
     response_model=EnrollmentPublic,
     summary="Enroll a person: one template per image (its most prominent face)",
-    openapi_extra=enrollment_body("1..N images of the person, and optional id, name, metadata"),
+    openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N images of the person"),
 )
 async def enroll(
     request: Request,
@@ -145,16 +116,14 @@ async def enroll(
             images=images,
             filenames=filenames,
         )
-    return EnrollmentPublic(
-        identity=IdentityPublic.from_identity(identity), images=[report_public(r) for r in reports]
-    )
+    return enrollment_public(identity, reports)
 
 
 @router.post(
     "/identities/{identity_id}/images",
     response_model=EnrollmentPublic,
     summary="Add templates to a person",
-    openapi_extra=enrollment_body("1..N more images of the person"),
+    openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N more images"),
 )
 async def add_images(
     identity_id: str,
@@ -170,9 +139,7 @@ async def add_images(
         identity, reports = await identification.add_images(
             identity_id=identity_id, images=images, filenames=filenames
         )
-    return EnrollmentPublic(
-        identity=IdentityPublic.from_identity(identity), images=[report_public(r) for r in reports]
-    )
+    return enrollment_public(identity, reports)
 
 
 @router.delete(

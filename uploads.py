@@ -141,3 +141,20 @@ def check_image_count(count: int, settings: Settings) -> None:
 
 def validation_error(field: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": message}])
+
+
+def multipart_openapi(model: type[BaseModel], files_field: str, description: str) -> dict:
+    """``openapi_extra`` for a route that reads its multipart form itself: ``files_field``
+    (one or more files) and ``model``'s fields."""
+    properties = {
+        files_field: {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": description,
+        },
+        **model.model_json_schema()["properties"],
+    }
+    schema = {"type": "object", "properties": properties, "required": [files_field]}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }

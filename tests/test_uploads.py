@@ -56,3 +56,13 @@ def test_options_from_form_strings_and_their_errors() -> None:
         validate_options(ExtractOptionsCreate, {"max_size": "100", "typo": "1"})
     locations = [error["loc"] for error in raised.value.errors()]
     assert locations == [("body", "max_size"), ("body", "typo")]
+
+
+def test_multipart_openapi_documents_the_files_and_the_options() -> None:
+    from uploads import multipart_openapi
+
+    body = multipart_openapi(ExtractOptionsCreate, "images", "images, repeated")["requestBody"]
+    schema = body["content"]["multipart/form-data"]["schema"]
+    assert schema["required"] == ["images"]
+    assert schema["properties"]["images"]["items"] == {"type": "string", "format": "binary"}
+    assert "limit_faces" in schema["properties"]

@@ -1,0 +1,46 @@
+"""FastAPI dependencies: the objects the app's lifespan creates, for the routes to declare."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from admission import AdmissionLimiter
+from extraction import Extractor
+from gallery import Gallery
+from identification import Identification
+from pipeline import FacePipeline
+from settings import Settings
+
+
+def get_pipeline(request: Request) -> FacePipeline:
+    return request.app.state.pipeline
+
+
+def get_extractor(request: Request) -> Extractor:
+    return request.app.state.extractor
+
+
+def get_admission(request: Request) -> AdmissionLimiter:
+    return request.app.state.admission
+
+
+def get_identification(request: Request) -> Identification:
+    return request.app.state.identification
+
+
+def get_gallery(request: Request) -> Gallery:
+    return request.app.state.identification.gallery
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+PipelineDep = Annotated[FacePipeline, Depends(get_pipeline)]
+ExtractorDep = Annotated[Extractor, Depends(get_extractor)]
+AdmissionDep = Annotated[AdmissionLimiter, Depends(get_admission)]
+IdentificationDep = Annotated[Identification, Depends(get_identification)]
+GalleryDep = Annotated[Gallery, Depends(get_gallery)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -1,0 +1,21 @@
+"""The route dependencies hand out what the lifespan put on the app's state."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import dependencies
+
+
+def test_dependencies_read_the_app_state() -> None:
+    identification = SimpleNamespace(gallery="the gallery")
+    state = SimpleNamespace(
+        pipeline="p", extractor="e", admission="a", identification=identification, settings="s"
+    )
+    request = SimpleNamespace(app=SimpleNamespace(state=state))
+    assert dependencies.get_pipeline(request) == "p"
+    assert dependencies.get_extractor(request) == "e"
+    assert dependencies.get_admission(request) == "a"
+    assert dependencies.get_identification(request) is identification
+    assert dependencies.get_gallery(request) == "the gallery"
+    assert dependencies.get_app_settings(request) == "s"
