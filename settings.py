@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     gallery_scoring: Literal["max", "mean"] = "max"
     gallery_exact_search_below: int = Field(20_000, ge=0)
     gallery_hnsw_ef_search: int = Field(100, ge=1, le=1000)
+    # Threads of the embedded gallery's exact scan; 0 = one per core (the scan is bound by
+    # memory bandwidth, which one core does not saturate).
+    gallery_search_threads: int = Field(0, ge=0)
 
     def intra_op_threads(self) -> int:
         """Threads each onnxruntime session may use: the machine's cores shared by the instances."""

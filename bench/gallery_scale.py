@@ -65,7 +65,8 @@ import numpy as np
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
 
-from gallery import Gallery, PostgresGallery, open_gallery  # noqa: E402
+from gallery import Gallery, open_gallery  # noqa: E402
+from gallery_postgres import PostgresGallery  # noqa: E402
 from service_process import ServiceProcess  # noqa: E402
 from settings import Settings  # noqa: E402
 

@@ -1,0 +1,654 @@
+"""The gallery at scale: PostgreSQL with pgvector. Templates live in a ``vector`` column with an
+HNSW index (cosine); searches are exact scans below a size threshold and go through the index
+above it. Several API processes can share one database."""
+
+from __future__ import annotations
+
+import functools
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from psycopg.types import TypeInfo
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from errors import (
+    GalleryError,
+    IdentityExistsError,
+    IdentityNotFoundError,
+    RecordNotFoundError,
+    TemplateNotFoundError,
+)
+from gallery import (
+    NO_TEMPLATE_SIMILARITY,
+    BulkRows,
+    Gallery,
+    Identity,
+    Match,
+    Record,
+    Scoring,
+    Template,
+    clip_similarity,
+    faces_from_json,
+    faces_to_json,
+    utcnow,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_IDENTITY_COLUMNS = "identity_id, name, metadata, created_at, updated_at"
+_RECORD_COLUMNS = "record_id, filename, width, height, channels, faces, created_at"
+
+
+def _pg_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """An unreachable or unusable database (and a closed pool) -> GalleryError."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            raise GalleryError(f"the gallery database cannot be used: {error}") from error
+
+    return wrapper
+
+
+def _vector_dumper(oid: int) -> type:
+    """A binary psycopg dumper of numpy vectors as pgvector's ``vector`` (oid of this database):
+    uint16 dimension, uint16 0, big-endian float32s."""
+
+    class VectorDumper(Dumper):
+        format = Format.BINARY
+
+        def dump(self, obj: Any) -> bytes:
+            vector = np.asarray(obj, dtype=">f4")
+            return struct.pack(">HH", vector.shape[0], 0) + vector.tobytes()
+
+    VectorDumper.oid = oid
+    return VectorDumper
+
+
+_PG_LOCK_KEY = 0x6761_6C6C  # advisory lock: one schema creation at a time
+_TEMPLATE_INDEX = "templates_embedding_hnsw"
+_CENTROID_INDEX = "identities_centroid_hnsw"
+
+
+class PostgresGallery(Gallery):
+    """PostgreSQL + pgvector through a psycopg connection pool (thread-safe; writes are one
+    transaction each, with row locks on the identities they touch, retried on deadlock).
+    Search is exact (a scan) while the gallery holds fewer than ``exact_search_below``
+    templates (the count is cached for ``count_ttl_s``), else it uses the HNSW index
+    (``hnsw.ef_search = ef_search``, iterative scans). "max" scoring scans templates and keeps
+    each identity's best; "mean" scans the identities' normalised centroids, which every write
+    keeps up to date. The HNSW index of the scoring in use is created at start when missing;
+    after a bulk load, :meth:`rebuild_index` (or :meth:`drop_index` before it) is faster."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        scoring: Scoring = "max",
+        exact_search_below: int = 20_000,
+        ef_search: int = 100,
+        dimension: int = 512,
+        min_connections: int = 1,
+        max_connections: int = 8,
+        connect_timeout_s: float = 10.0,
+        count_ttl_s: float = 5.0,
+    ) -> None:
+        if scoring not in ("max", "mean"):
+            raise ValueError(f"scoring must be 'max' or 'mean', got {scoring!r}")
+        self.scoring = scoring
+        self.exact_search_below = exact_search_below
+        self.ef_search = ef_search
+        self.dimension = dimension
+        self._count_ttl_s = count_ttl_s
+        self._count_lock = threading.Lock()
+        self._cached_count: tuple[float, int] | None = None
+        try:
+            with psycopg.connect(
+                url, autocommit=True, connect_timeout=max(1, round(connect_timeout_s))
+            ) as conn:
+                self._create_schema(conn)
+                info = TypeInfo.fetch(conn, "vector")
+                if info is None:
+                    raise GalleryError("the gallery database has no pgvector 'vector' type")
+                self._vector_oid = info.oid
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            raise GalleryError(f"the gallery database cannot be used: {error}") from error
+        self._dumper = _vector_dumper(self._vector_oid)
+        self._pool = ConnectionPool(
+            url,
+            min_size=min_connections,
+            max_size=max_connections,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            timeout=connect_timeout_s,
+            open=False,
+            name="gallery",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout_s)
+        except psycopg.OperationalError as error:
+            self._pool.close()
+            raise GalleryError(f"the gallery database cannot be used: {error}") from error
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.adapters.register_dumper(np.ndarray, self._dumper)
+
+    @property
+    def _index_name(self) -> str:
+        return _TEMPLATE_INDEX if self.scoring == "max" else _CENTROID_INDEX
+
+    def _index_sql(self) -> str:
+        if self.scoring == "max":
+            target = f"{_TEMPLATE_INDEX} ON templates USING hnsw (embedding vector_cosine_ops)"
+        else:
+            target = f"{_CENTROID_INDEX} ON identities USING hnsw (centroid vector_cosine_ops)"
+        return f"CREATE INDEX IF NOT EXISTS {target}"
+
+    def _create_schema(self, conn: psycopg.Connection) -> None:
+        dim = int(self.dimension)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            for statement in (
+                f"""CREATE TABLE IF NOT EXISTS identities (
+                    identity_id text PRIMARY KEY,
+                    name text,
+                    metadata jsonb NOT NULL DEFAULT '{{}}',
+                    created_at timestamptz NOT NULL,
+                    updated_at timestamptz NOT NULL,
+                    centroid vector({dim}))""",
+                "CREATE INDEX IF NOT EXISTS identities_created "
+                "ON identities (created_at, identity_id)",
+                f"""CREATE TABLE IF NOT EXISTS templates (
+                    seq bigint GENERATED ALWAYS AS IDENTITY,
+                    template_id text PRIMARY KEY,
+                    identity_id text NOT NULL
+                        REFERENCES identities (identity_id) ON DELETE CASCADE,
+                    source text,
+                    embedding vector({dim}) NOT NULL,
+                    created_at timestamptz NOT NULL)""",
+                "CREATE INDEX IF NOT EXISTS templates_identity ON templates (identity_id, seq)",
+                """CREATE TABLE IF NOT EXISTS records (
+                    record_id text PRIMARY KEY,
+                    filename text NOT NULL,
+                    width integer NOT NULL,
+                    height integer NOT NULL,
+                    channels integer NOT NULL,
+                    faces jsonb NOT NULL,
+                    created_at timestamptz NOT NULL)""",
+                "CREATE INDEX IF NOT EXISTS records_filename ON records (filename)",
+                "CREATE INDEX IF NOT EXISTS records_created ON records (created_at, record_id)",
+                self._index_sql(),
+            ):
+                conn.execute(statement)
+
+    # -- plumbing
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def _write(self, work: Callable[[psycopg.Connection], R]) -> R:
+        """``work`` in one transaction, retried when it loses a deadlock or serialization."""
+        for attempt in range(5):
+            try:
+                with self._transaction() as conn:
+                    return work(conn)
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _lock_identities(conn: psycopg.Connection, *identity_ids: str) -> None:
+        """Row locks on the identities (in id order: no deadlock between two merges);
+        IdentityNotFoundError for the first that does not exist."""
+        found = {
+            row[0]
+            for row in conn.execute(
+                "SELECT identity_id FROM identities WHERE identity_id = ANY(%s) "
+                "ORDER BY identity_id FOR UPDATE",
+                (sorted(identity_ids),),
+            )
+        }
+        for identity_id in identity_ids:
+            if identity_id not in found:
+                raise IdentityNotFoundError(identity_id)
+
+    @staticmethod
+    def _refresh(conn: psycopg.Connection, identity_id: str, now: datetime) -> None:
+        """The identity's centroid from its templates (NULL without any) and updated_at."""
+        conn.execute(
+            "UPDATE identities SET updated_at = %(now)s, centroid = (SELECT "
+            "l2_normalize(avg(embedding)) FROM templates WHERE identity_id = %(id)s) "
+            "WHERE identity_id = %(id)s",
+            {"id": identity_id, "now": now},
+        )
+
+    @staticmethod
+    def _write_templates(
+        conn: psycopg.Connection, identity_id: str, templates: list[Template], rows: np.ndarray
+    ) -> None:
+        if not templates:
+            return
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO templates (template_id, identity_id, source, embedding, created_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                [
+                    (t.template_id, identity_id, t.source, row, t.created_at)
+                    for t, row in zip(templates, rows, strict=True)
+                ],
+            )
+
+    @staticmethod
+    def _templates_of(
+        conn: psycopg.Connection, identity_ids: list[str]
+    ) -> dict[str, list[Template]]:
+        found: dict[str, list[Template]] = {i: [] for i in identity_ids}
+        for identity_id, template_id, source, created_at in conn.execute(
+            "SELECT identity_id, template_id, source, created_at FROM templates "
+            "WHERE identity_id = ANY(%s) ORDER BY seq",
+            (identity_ids,),
+        ):
+            found[identity_id].append(Template(template_id, source, created_at.astimezone(UTC)))
+        return found
+
+    @staticmethod
+    def _identity(row: tuple[Any, ...], templates: list[Template]) -> Identity:
+        identity_id, name, metadata, created_at, updated_at = row
+        return Identity(
+            identity_id,
+            name,
+            metadata,
+            created_at.astimezone(UTC),
+            updated_at.astimezone(UTC),
+            templates,
+        )
+
+    def _get(self, conn: psycopg.Connection, identity_id: str) -> Identity:
+        row = conn.execute(
+            f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE identity_id = %s", (identity_id,)
+        ).fetchone()
+        if row is None:
+            raise IdentityNotFoundError(identity_id)
+        return self._identity(row, self._templates_of(conn, [identity_id])[identity_id])
+
+    # -- identities
+
+    @_pg_errors
+    def _insert_identity(self, identity: Identity, rows: np.ndarray) -> None:
+        identity_id, now = identity.identity_id, identity.created_at
+
+        def work(conn: psycopg.Connection) -> None:
+            inserted = conn.execute(
+                f"INSERT INTO identities ({_IDENTITY_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (identity_id) DO NOTHING",
+                (identity_id, identity.name, Jsonb(identity.metadata), now, now),
+            ).rowcount
+            if not inserted:
+                raise IdentityExistsError(identity_id)
+            self._write_templates(conn, identity_id, identity.templates, rows)
+            self._refresh(conn, identity_id, now)
+
+        self._write(work)
+
+    @_pg_errors
+    def _insert_templates(
+        self, identity_id: str, templates: list[Template], rows: np.ndarray, now: datetime
+    ) -> Identity:
+        def work(conn: psycopg.Connection) -> Identity:
+            self._lock_identities(conn, identity_id)
+            self._write_templates(conn, identity_id, templates, rows)
+            self._refresh(conn, identity_id, now)
+            return self._get(conn, identity_id)
+
+        return self._write(work)
+
+    @_pg_errors
+    def delete_template(self, *, identity_id: str, template_id: str) -> Identity:
+        now = utcnow()
+
+        def work(conn: psycopg.Connection) -> Identity:
+            self._lock_identities(conn, identity_id)
+            deleted = conn.execute(
+                "DELETE FROM templates WHERE template_id = %s AND identity_id = %s",
+                (template_id, identity_id),
+            ).rowcount
+            if not deleted:
+                raise TemplateNotFoundError(identity_id, template_id)
+            self._refresh(conn, identity_id, now)
+            return self._get(conn, identity_id)
+
+        return self._write(work)
+
+    @_pg_errors
+    def _update_identity(
+        self, identity_id: str, changes: dict[str, Any], now: datetime
+    ) -> Identity:
+        if "metadata" in changes:
+            changes = {**changes, "metadata": Jsonb(changes["metadata"])}
+        assignments = ", ".join(f"{column} = %s" for column in ("updated_at", *changes))
+
+        def work(conn: psycopg.Connection) -> Identity:
+            updated = conn.execute(
+                f"UPDATE identities SET {assignments} WHERE identity_id = %s",
+                [now, *changes.values(), identity_id],
+            ).rowcount
+            if not updated:
+                raise IdentityNotFoundError(identity_id)
+            return self._get(conn, identity_id)
+
+        return self._write(work)
+
+    @_pg_errors
+    def get_identity(self, *, identity_id: str) -> Identity:
+        with self._transaction() as conn:
+            return self._get(conn, identity_id)
+
+    @_pg_errors
+    def _list_identities(
+        self, offset: int, limit: int, name_contains: str | None
+    ) -> tuple[list[Identity], int]:
+        where = "WHERE %(f)s::text IS NULL OR strpos(lower(name), lower(%(f)s::text)) > 0"
+        args = {"f": name_contains, "limit": limit, "offset": offset}
+        with self._transaction() as conn:
+            (total,) = conn.execute(f"SELECT count(*) FROM identities {where}", args).fetchone()
+            rows = conn.execute(
+                f"SELECT {_IDENTITY_COLUMNS} FROM identities {where} "
+                "ORDER BY created_at, identity_id LIMIT %(limit)s OFFSET %(offset)s",
+                args,
+            ).fetchall()
+            templates = self._templates_of(conn, [row[0] for row in rows])
+        return [self._identity(row, templates[row[0]]) for row in rows], total
+
+    @_pg_errors
+    def delete_identity(self, *, identity_id: str) -> None:
+        def work(conn: psycopg.Connection) -> None:
+            deleted = conn.execute(
+                "DELETE FROM identities WHERE identity_id = %s", (identity_id,)
+            ).rowcount
+            if not deleted:
+                raise IdentityNotFoundError(identity_id)
+
+        self._write(work)
+
+    @_pg_errors
+    def delete_all(self) -> int:
+        def work(conn: psycopg.Connection) -> int:
+            # The table lock waits for running writes and makes the count exact; TRUNCATE
+            # also empties the HNSW indexes at once.
+            conn.execute("LOCK TABLE identities, templates IN ACCESS EXCLUSIVE MODE")
+            (deleted,) = conn.execute("SELECT count(*) FROM identities").fetchone()
+            conn.execute("TRUNCATE templates, identities")
+            return deleted
+
+        deleted = self._write(work)
+        self._forget_count()
+        return deleted
+
+    @_pg_errors
+    def _merge(self, target_id: str, source_id: str, now: datetime) -> Identity:
+        def work(conn: psycopg.Connection) -> Identity:
+            self._lock_identities(conn, target_id, source_id)
+            conn.execute(
+                "UPDATE templates SET identity_id = %s WHERE identity_id = %s",
+                (target_id, source_id),
+            )
+            conn.execute("DELETE FROM identities WHERE identity_id = %s", (source_id,))
+            self._refresh(conn, target_id, now)
+            return self._get(conn, target_id)
+
+        return self._write(work)
+
+    @_pg_errors
+    def _insert_bulk(self, bulk: BulkRows) -> None:
+        """Binary COPY of identities and templates in one transaction. With an HNSW index in
+        place every row is inserted into it (slow for 100k+): :meth:`drop_index` first and
+        :meth:`rebuild_index` after."""
+        big_endian = bulk.embeddings.astype(">f4")
+        now = bulk.created_at
+        rows = list(zip(bulk.identity_ids, bulk.names, bulk.template_ids, big_endian, strict=True))
+        try:
+            with self._transaction() as conn, conn.cursor() as cursor:
+                with cursor.copy(
+                    f"COPY identities ({_IDENTITY_COLUMNS}, centroid) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(
+                        ["text", "text", "jsonb", "timestamptz", "timestamptz", self._vector_oid]
+                    )
+                    for identity_id, name, _, vector in rows:
+                        copy.write_row((identity_id, name, {}, now, now, vector))
+                with cursor.copy(
+                    "COPY templates (template_id, identity_id, source, embedding, created_at) "
+                    "FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["text", "text", "text", self._vector_oid, "timestamptz"])
+                    for identity_id, _, template_id, vector in rows:
+                        copy.write_row((template_id, identity_id, None, vector, now))
+        except pg_errors.UniqueViolation as error:
+            detail = error.diag.message_detail or ""
+            match = re.search(r"\(identity_id\)=\((.*)\) already exists", detail)
+            raise IdentityExistsError(match.group(1) if match else "?") from None
+        self._forget_count()
+
+    # -- search
+
+    def _forget_count(self) -> None:
+        with self._count_lock:
+            self._cached_count = None
+
+    def _template_count(self) -> int:
+        now = time.monotonic()
+        with self._count_lock:
+            cached = self._cached_count
+        if cached is not None and now - cached[0] < self._count_ttl_s:
+            return cached[1]
+        with self._pool.connection() as conn:
+            (count,) = conn.execute("SELECT count(*) FROM templates").fetchone()
+        with self._count_lock:
+            self._cached_count = (now, count)
+        return count
+
+    @_pg_errors
+    def uses_index(self) -> bool:
+        """Whether search uses the HNSW index now (the gallery is not below the threshold)."""
+        return self.exact_search_below <= 0 or self._template_count() >= self.exact_search_below
+
+    @_pg_errors
+    def _search(self, query: np.ndarray, top_k: int) -> list[Match]:
+        approximate = self.uses_index()
+        with self._transaction() as conn:
+            if approximate:
+                conn.execute(
+                    "SELECT set_config('hnsw.ef_search', %s, true), "
+                    "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+                    (str(self.ef_search),),
+                )
+            if self.scoring == "mean":
+                order = "centroid <=> %(q)s" if approximate else "sim DESC, identity_id"
+                rows = conn.execute(
+                    "SELECT identity_id, name, -(centroid <#> %(q)s) AS sim FROM identities "
+                    f"WHERE centroid IS NOT NULL ORDER BY {order} LIMIT %(k)s",
+                    {"q": query, "k": top_k},
+                ).fetchall()
+                found = sorted(rows, key=lambda row: -row[2])
+            elif approximate:
+                found = self._search_max_hnsw(conn, query, top_k)
+            else:
+                found = conn.execute(
+                    "SELECT best.identity_id, identities.name, best.sim FROM ("
+                    "SELECT identity_id, max(-(embedding <#> %(q)s)) AS sim FROM templates "
+                    "GROUP BY identity_id ORDER BY sim DESC, identity_id LIMIT %(k)s) best "
+                    "JOIN identities USING (identity_id) ORDER BY best.sim DESC, identity_id",
+                    {"q": query, "k": top_k},
+                ).fetchall()
+        return [Match(identity_id, name, clip_similarity(sim)) for identity_id, name, sim in found]
+
+    @staticmethod
+    def _search_max_hnsw(
+        conn: psycopg.Connection, query: np.ndarray, top_k: int
+    ) -> list[tuple[str, str | None, float]]:
+        """The nearest templates from the index, each identity's best kept; more templates
+        when they hold too few identities."""
+        wanted = max(4 * top_k, 40)
+        while True:
+            rows = conn.execute(
+                "SELECT near.identity_id, identities.name, near.sim FROM ("
+                "SELECT identity_id, -(embedding <#> %(q)s) AS sim FROM templates "
+                "ORDER BY embedding <=> %(q)s LIMIT %(n)s) near "
+                "JOIN identities USING (identity_id)",
+                {"q": query, "n": wanted},
+            ).fetchall()
+            best: dict[str, tuple[str, str | None, float]] = {}
+            for row in rows:
+                if row[0] not in best or row[2] > best[row[0]][2]:
+                    best[row[0]] = row
+            if len(best) >= top_k or len(rows) < wanted or wanted >= 100_000:
+                return sorted(best.values(), key=lambda row: -row[2])[:top_k]
+            wanted *= 4
+
+    @_pg_errors
+    def _similarity(self, query: np.ndarray, identity_id: str) -> float:
+        with self._transaction() as conn:
+            if self.scoring == "mean":
+                row = conn.execute(
+                    "SELECT -(centroid <#> %s) FROM identities WHERE identity_id = %s",
+                    (query, identity_id),
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT (SELECT max(-(embedding <#> %s)) FROM templates "
+                    "WHERE identity_id = %s) FROM identities WHERE identity_id = %s",
+                    (query, identity_id, identity_id),
+                ).fetchone()
+        if row is None:
+            raise IdentityNotFoundError(identity_id)
+        return NO_TEMPLATE_SIMILARITY if row[0] is None else clip_similarity(row[0])
+
+    @_pg_errors
+    def count(self) -> tuple[int, int]:
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM identities), (SELECT count(*) FROM templates)"
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    # -- records
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> Record:
+        record_id, filename, width, height, channels, faces, created_at = row
+        return Record(
+            record_id,
+            filename,
+            width,
+            height,
+            channels,
+            faces_from_json(faces),
+            created_at.astimezone(UTC),
+        )
+
+    @_pg_errors
+    def _insert_record(self, record: Record) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    record.record_id,
+                    record.filename,
+                    record.width,
+                    record.height,
+                    record.channels,
+                    Jsonb(faces_to_json(record.faces)),
+                    record.created_at,
+                ),
+            )
+
+    @_pg_errors
+    def _find_records(
+        self, filename_contains: str | None, offset: int, limit: int
+    ) -> tuple[list[Record], int]:
+        where = "WHERE %(f)s::text IS NULL OR strpos(lower(filename), lower(%(f)s::text)) > 0"
+        args = {"f": filename_contains, "limit": limit, "offset": offset}
+        with self._transaction() as conn:
+            (total,) = conn.execute(f"SELECT count(*) FROM records {where}", args).fetchone()
+            rows = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM records {where} "
+                "ORDER BY created_at, record_id LIMIT %(limit)s OFFSET %(offset)s",
+                args,
+            ).fetchall()
+        return [self._record(row) for row in rows], total
+
+    @_pg_errors
+    def get_record(self, *, record_id: str) -> Record:
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM records WHERE record_id = %s",
+                (record_id,),
+            ).fetchone()
+        if row is None:
+            raise RecordNotFoundError(record_id)
+        return self._record(row)
+
+    @_pg_errors
+    def delete_record(self, *, record_id: str) -> None:
+        with self._transaction() as conn:
+            deleted = conn.execute(
+                "DELETE FROM records WHERE record_id = %s", (record_id,)
+            ).rowcount
+        if not deleted:
+            raise RecordNotFoundError(record_id)
+
+    # -- index, export, close
+
+    @_pg_errors
+    def drop_index(self) -> None:
+        """Drops the HNSW index of the scoring in use (before a bulk load)."""
+        with self._transaction() as conn:
+            conn.execute(f"DROP INDEX IF EXISTS {self._index_name}")
+
+    @_pg_errors
+    def rebuild_index(self, *, maintenance_work_mem: str = "1GB") -> None:
+        """(Re)builds the HNSW index of the scoring in use and analyzes the tables. The build
+        graph should fit ``maintenance_work_mem`` (about 3 GB for 1M 512-d templates)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "SELECT set_config('maintenance_work_mem', %s, true)", (maintenance_work_mem,)
+            )
+            conn.execute(f"DROP INDEX IF EXISTS {self._index_name}")
+            conn.execute(self._index_sql())
+        with self._pool.connection() as conn:
+            conn.execute("ANALYZE identities")
+            conn.execute("ANALYZE templates")
+
+    @_pg_errors
+    def export_templates(self) -> tuple[list[str], list[str], np.ndarray]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT identity_id, template_id, embedding::real[] FROM templates "
+                "ORDER BY identity_id, seq"
+            ).fetchall()
+        matrix = np.asarray([row[2] for row in rows], np.float32).reshape(-1, self.dimension)
+        return [row[0] for row in rows], [row[1] for row in rows], matrix
+
+    def close(self) -> None:
+        self._pool.close()
