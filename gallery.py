@@ -17,17 +17,18 @@ product).
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 
-from errors import IdentityExistsError
+from errors import GalleryError, IdentityExistsError
 from template_index import NO_TEMPLATE_SIMILARITY, Scoring, clip_similarity
 
 if TYPE_CHECKING:
@@ -369,6 +370,33 @@ def open_gallery(settings: Settings, *, dimension: int = 512) -> Gallery:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers for the backends
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+IDENTITY_COLUMNS = "identity_id, name, metadata, created_at, updated_at"
+RECORD_COLUMNS = "record_id, filename, width, height, channels, faces, created_at"
+
+
+def database_errors(
+    unusable: tuple[type[Exception], ...], *, except_for: tuple[type[Exception], ...] = ()
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Makes a backend method turn the driver's errors of the ``unusable`` kinds (the database
+    unreachable, locked, closed or broken), but not ``except_for`` ones, into GalleryError (503)."""
+
+    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(method)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return method(*args, **kwargs)
+            except unusable as error:
+                if isinstance(error, except_for):
+                    raise
+                raise GalleryError(f"the gallery database cannot be used: {error}") from error
+
+        return wrapper
+
+    return decorate
 
 
 def new_id() -> str:

@@ -4,7 +4,6 @@ above it. Several API processes can share one database."""
 
 from __future__ import annotations
 
-import functools
 import re
 import struct
 import threading
@@ -12,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -31,7 +30,9 @@ from errors import (
     TemplateNotFoundError,
 )
 from gallery import (
+    IDENTITY_COLUMNS,
     NO_TEMPLATE_SIMILARITY,
+    RECORD_COLUMNS,
     BulkRows,
     Gallery,
     Identity,
@@ -40,29 +41,16 @@ from gallery import (
     Scoring,
     Template,
     clip_similarity,
+    database_errors,
     faces_from_json,
     faces_to_json,
     utcnow,
 )
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
-_IDENTITY_COLUMNS = "identity_id, name, metadata, created_at, updated_at"
-_RECORD_COLUMNS = "record_id, filename, width, height, channels, faces, created_at"
-
-
-def _pg_errors(method: Callable[P, R]) -> Callable[P, R]:
-    """An unreachable or unusable database (and a closed pool) -> GalleryError."""
-
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-            raise GalleryError(f"the gallery database cannot be used: {error}") from error
-
-    return wrapper
+# An unreachable or unusable database (and a closed pool) -> GalleryError.
+_pg_errors = database_errors((psycopg.OperationalError, psycopg.InterfaceError))
 
 
 def _vector_dumper(oid: int) -> type:
@@ -286,7 +274,7 @@ class PostgresGallery(Gallery):
 
     def _get(self, conn: psycopg.Connection, identity_id: str) -> Identity:
         row = conn.execute(
-            f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE identity_id = %s", (identity_id,)
+            f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE identity_id = %s", (identity_id,)
         ).fetchone()
         if row is None:
             raise IdentityNotFoundError(identity_id)
@@ -300,7 +288,7 @@ class PostgresGallery(Gallery):
 
         def work(conn: psycopg.Connection) -> None:
             inserted = conn.execute(
-                f"INSERT INTO identities ({_IDENTITY_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
+                f"INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (identity_id) DO NOTHING",
                 (identity_id, identity.name, Jsonb(identity.metadata), now, now),
             ).rowcount
@@ -364,19 +352,37 @@ class PostgresGallery(Gallery):
         with self._transaction() as conn:
             return self._get(conn, identity_id)
 
+    @staticmethod
+    def _page(
+        conn: psycopg.Connection,
+        table: str,
+        columns: str,
+        text: str,
+        contains: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Rows of ``table`` in creation order (then id, the first column) whose ``text``
+        column holds ``contains`` (any case; None: every row), and how many there are."""
+        where = f"WHERE %(f)s::text IS NULL OR strpos(lower({text}), lower(%(f)s::text)) > 0"
+        args = {"f": contains, "limit": limit, "offset": offset}
+        first = columns.split(",")[0]
+        (total,) = conn.execute(f"SELECT count(*) FROM {table} {where}", args).fetchone()
+        rows = conn.execute(
+            f"SELECT {columns} FROM {table} {where} ORDER BY created_at, {first} "
+            "LIMIT %(limit)s OFFSET %(offset)s",
+            args,
+        ).fetchall()
+        return rows, total
+
     @_pg_errors
     def _list_identities(
         self, offset: int, limit: int, name_contains: str | None
     ) -> tuple[list[Identity], int]:
-        where = "WHERE %(f)s::text IS NULL OR strpos(lower(name), lower(%(f)s::text)) > 0"
-        args = {"f": name_contains, "limit": limit, "offset": offset}
         with self._transaction() as conn:
-            (total,) = conn.execute(f"SELECT count(*) FROM identities {where}", args).fetchone()
-            rows = conn.execute(
-                f"SELECT {_IDENTITY_COLUMNS} FROM identities {where} "
-                "ORDER BY created_at, identity_id LIMIT %(limit)s OFFSET %(offset)s",
-                args,
-            ).fetchall()
+            rows, total = self._page(
+                conn, "identities", IDENTITY_COLUMNS, "name", name_contains, offset, limit
+            )
             templates = self._templates_of(conn, [row[0] for row in rows])
         return [self._identity(row, templates[row[0]]) for row in rows], total
 
@@ -430,7 +436,7 @@ class PostgresGallery(Gallery):
         try:
             with self._transaction() as conn, conn.cursor() as cursor:
                 with cursor.copy(
-                    f"COPY identities ({_IDENTITY_COLUMNS}, centroid) FROM STDIN (FORMAT BINARY)"
+                    f"COPY identities ({IDENTITY_COLUMNS}, centroid) FROM STDIN (FORMAT BINARY)"
                 ) as copy:
                     copy.set_types(
                         ["text", "text", "jsonb", "timestamptz", "timestamptz", self._vector_oid]
@@ -571,7 +577,7 @@ class PostgresGallery(Gallery):
     def _insert_record(self, record: Record) -> None:
         with self._transaction() as conn:
             conn.execute(
-                f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (
                     record.record_id,
                     record.filename,
@@ -587,22 +593,17 @@ class PostgresGallery(Gallery):
     def _find_records(
         self, filename_contains: str | None, offset: int, limit: int
     ) -> tuple[list[Record], int]:
-        where = "WHERE %(f)s::text IS NULL OR strpos(lower(filename), lower(%(f)s::text)) > 0"
-        args = {"f": filename_contains, "limit": limit, "offset": offset}
         with self._transaction() as conn:
-            (total,) = conn.execute(f"SELECT count(*) FROM records {where}", args).fetchone()
-            rows = conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM records {where} "
-                "ORDER BY created_at, record_id LIMIT %(limit)s OFFSET %(offset)s",
-                args,
-            ).fetchall()
+            rows, total = self._page(
+                conn, "records", RECORD_COLUMNS, "filename", filename_contains, offset, limit
+            )
         return [self._record(row) for row in rows], total
 
     @_pg_errors
     def get_record(self, *, record_id: str) -> Record:
         with self._transaction() as conn:
             row = conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM records WHERE record_id = %s",
+                f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = %s",
                 (record_id,),
             ).fetchone()
         if row is None:

@@ -4,17 +4,16 @@ for exact search, loaded from the file at start and updated after every commit."
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +25,8 @@ from errors import (
     TemplateNotFoundError,
 )
 from gallery import (
+    IDENTITY_COLUMNS,
+    RECORD_COLUMNS,
     BulkRows,
     Gallery,
     Identity,
@@ -33,6 +34,7 @@ from gallery import (
     Record,
     Scoring,
     Template,
+    database_errors,
     faces_from_json,
     faces_to_json,
     utcnow,
@@ -40,9 +42,6 @@ from gallery import (
 from template_index import TemplateIndex
 
 logger = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 _SQL_VARIABLES = 500  # ids per IN (...) list, well below SQLite's limit
 _LOAD_CHUNK = 16_384
@@ -78,25 +77,12 @@ CREATE INDEX IF NOT EXISTS records_filename ON records (filename);
 CREATE INDEX IF NOT EXISTS records_created ON records (created_at, record_id);
 """
 
-_IDENTITY_COLUMNS = "identity_id, name, metadata, created_at, updated_at"
-_RECORD_COLUMNS = "record_id, filename, width, height, channels, faces, created_at"
 
-
-def _sqlite_errors(method: Callable[P, R]) -> Callable[P, R]:
-    """An unusable database (locked, I/O error, not a database, closed) -> GalleryError."""
-
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.OperationalError as error:
-            raise GalleryError(f"the gallery database cannot be used: {error}") from error
-        except sqlite3.DatabaseError as error:
-            if isinstance(error, sqlite3.IntegrityError | sqlite3.ProgrammingError):
-                raise
-            raise GalleryError(f"the gallery database cannot be used: {error}") from error
-
-    return wrapper
+# An unusable database (locked, I/O error, not a database, closed) -> GalleryError.
+_sqlite_errors = database_errors(
+    (sqlite3.OperationalError, sqlite3.DatabaseError),
+    except_for=(sqlite3.IntegrityError, sqlite3.ProgrammingError),
+)
 
 
 def _ts(moment: datetime) -> str:
@@ -286,7 +272,7 @@ class SQLiteGallery(Gallery):
 
     def _get(self, identity_id: str) -> Identity:
         row = self._conn.execute(
-            f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE identity_id = ?", (identity_id,)
+            f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE identity_id = ?", (identity_id,)
         ).fetchone()
         if row is None:
             raise IdentityNotFoundError(identity_id)
@@ -330,7 +316,7 @@ class SQLiteGallery(Gallery):
             with self._transaction():
                 try:
                     conn.execute(
-                        f"INSERT INTO identities ({_IDENTITY_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                        f"INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                         (
                             identity_id,
                             identity.name,
@@ -399,20 +385,30 @@ class SQLiteGallery(Gallery):
         with self._open():
             return self._get(identity_id)
 
+    def _page(
+        self, table: str, columns: str, text: str, contains: str | None, offset: int, limit: int
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Rows of ``table`` in creation order (then id, the first column) whose ``text``
+        column holds ``contains`` (any case; None: every row), and how many there are."""
+        where, args = "", []
+        if contains is not None:
+            where, args = f"WHERE instr(py_lower({text}), ?) > 0", [contains.lower()]
+        first = columns.split(",")[0]
+        (total,) = self._conn.execute(f"SELECT count(*) FROM {table} {where}", args).fetchone()
+        rows = self._conn.execute(
+            f"SELECT {columns} FROM {table} {where} ORDER BY created_at, {first} LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+        return rows, total
+
     @_sqlite_errors
     def _list_identities(
         self, offset: int, limit: int, name_contains: str | None
     ) -> tuple[list[Identity], int]:
-        where, args = "", []
-        if name_contains is not None:
-            where, args = "WHERE instr(py_lower(name), ?) > 0", [name_contains.lower()]
-        with self._open() as conn:
-            (total,) = conn.execute(f"SELECT count(*) FROM identities {where}", args).fetchone()
-            rows = conn.execute(
-                f"SELECT {_IDENTITY_COLUMNS} FROM identities {where} "
-                "ORDER BY created_at, identity_id LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            ).fetchall()
+        with self._open():
+            rows, total = self._page(
+                "identities", IDENTITY_COLUMNS, "name", name_contains, offset, limit
+            )
             templates = self._templates_of([row[0] for row in rows])
         return [self._identity(row, templates[row[0]]) for row in rows], total
 
@@ -464,7 +460,7 @@ class SQLiteGallery(Gallery):
             templates = [Template(t, None, bulk.created_at) for t in bulk.template_ids]
             with self._transaction():
                 conn.executemany(
-                    f"INSERT INTO identities ({_IDENTITY_COLUMNS}) VALUES (?, ?, '{{}}', ?, ?)",
+                    f"INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (?, ?, '{{}}', ?, ?)",
                     ((i, n, now, now) for i, n in zip(ids, bulk.names, strict=True)),
                 )
                 keys = self._write_templates(ids, templates, bulk.embeddings)
@@ -519,7 +515,7 @@ class SQLiteGallery(Gallery):
     def _insert_record(self, record: Record) -> None:
         with self._open() as conn, self._transaction():
             conn.execute(
-                f"INSERT INTO records ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.record_id,
                     record.filename,
@@ -535,23 +531,17 @@ class SQLiteGallery(Gallery):
     def _find_records(
         self, filename_contains: str | None, offset: int, limit: int
     ) -> tuple[list[Record], int]:
-        where, args = "", []
-        if filename_contains is not None:
-            where, args = "WHERE instr(py_lower(filename), ?) > 0", [filename_contains.lower()]
-        with self._open() as conn:
-            (total,) = conn.execute(f"SELECT count(*) FROM records {where}", args).fetchone()
-            rows = conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM records {where} "
-                "ORDER BY created_at, record_id LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            ).fetchall()
+        with self._open():
+            rows, total = self._page(
+                "records", RECORD_COLUMNS, "filename", filename_contains, offset, limit
+            )
         return [self._record(row) for row in rows], total
 
     @_sqlite_errors
     def get_record(self, *, record_id: str) -> Record:
         with self._open() as conn:
             row = conn.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)
+                f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)
             ).fetchone()
         if row is None:
             raise RecordNotFoundError(record_id)
