@@ -446,5 +446,13 @@ def faces_from_json(faces: list[dict[str, Any]]) -> list[RecordFace]:
     return [RecordFace(**face) for face in faces]
 
 
+def record_from_row(
+    row: Sequence[Any], *, faces: list[dict[str, Any]], created_at: datetime
+) -> Record:
+    """A Record from a row of RECORD_COLUMNS, with the faces and time the backend decoded."""
+    record_id, filename, width, height, channels = row[:5]
+    return Record(record_id, filename, width, height, channels, faces_from_json(faces), created_at)
+
+
 def faces_to_json(faces: list[RecordFace]) -> list[dict[str, Any]]:
     return [asdict(face) for face in faces]

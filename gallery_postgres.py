@@ -42,8 +42,8 @@ from gallery import (
     Template,
     clip_similarity,
     database_errors,
-    faces_from_json,
     faces_to_json,
+    record_from_row,
     utcnow,
 )
 
@@ -562,16 +562,7 @@ class PostgresGallery(Gallery):
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> Record:
-        record_id, filename, width, height, channels, faces, created_at = row
-        return Record(
-            record_id,
-            filename,
-            width,
-            height,
-            channels,
-            faces_from_json(faces),
-            created_at.astimezone(UTC),
-        )
+        return record_from_row(row, faces=row[5], created_at=row[6].astimezone(UTC))
 
     @_pg_errors
     def _insert_record(self, record: Record) -> None:

@@ -35,8 +35,8 @@ from gallery import (
     Scoring,
     Template,
     database_errors,
-    faces_from_json,
     faces_to_json,
+    record_from_row,
     utcnow,
 )
 from template_index import TemplateIndex
@@ -500,16 +500,7 @@ class SQLiteGallery(Gallery):
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> Record:
-        record_id, filename, width, height, channels, faces, created_at = row
-        return Record(
-            record_id,
-            filename,
-            width,
-            height,
-            channels,
-            faces_from_json(json.loads(faces)),
-            _dt(created_at),
-        )
+        return record_from_row(row, faces=json.loads(row[5]), created_at=_dt(row[6]))
 
     @_sqlite_errors
     def _insert_record(self, record: Record) -> None:

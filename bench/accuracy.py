@@ -46,6 +46,8 @@ import numpy as np
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
 
+from report import columns_table, log_to_stderr  # noqa: E402
+
 from service_process import service_url  # noqa: E402
 
 DEFAULT_FACES_DIR = Path("..") / "shared" / "faces"
@@ -334,21 +336,7 @@ def report_table(metrics: dict[str, SetMetrics]) -> str:
         ("EER", [percent(m.eer) for m in metrics.values()]),
         ("  at threshold", [f"{m.eer_threshold:.4f}" for m in metrics.values()]),
     ]
-    label_width = max(len(label) for label, _ in rows)
-    widths = [max(len(name), *(len(cells[i]) for _, cells in rows)) for i, name in enumerate(names)]
-    lines = [
-        "  ".join([" " * label_width, *(n.rjust(w) for n, w in zip(names, widths, strict=True))])
-    ]
-    lines.append("-" * len(lines[0]))
-    for label, cells in rows:
-        lines.append(
-            "  ".join(
-                [
-                    label.ljust(label_width),
-                    *(c.rjust(w) for c, w in zip(cells, widths, strict=True)),
-                ]
-            )
-        )
+    lines = columns_table(names, rows)
     return "\n".join(lines)
 
 
@@ -536,10 +524,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log_to_stderr()
     run(parse_args(argv))
 
 

@@ -68,6 +68,7 @@ import numpy as np
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
 
+from report import columns_table, log_to_stderr  # noqa: E402
 from synthetic_faces import gallery_vectors, probes, unknown_probes  # noqa: E402
 
 from gallery import Gallery, open_gallery  # noqa: E402
@@ -434,23 +435,7 @@ def backend_table(results: Sequence[Result], sample: int) -> list[str]:
     rows += [
         (f"  {name} (MB)", [f"{r.relations_mb.get(name, 0):,.1f}" for r in ran]) for name in names
     ]
-    header = [column(r) for r in ran]
-    label_width = max(len(label) for label, _ in rows)
-    widths = [max(len(h), *(len(cells[i]) for _, cells in rows)) for i, h in enumerate(header)]
-    lines = [
-        "  ".join([" " * label_width, *(h.rjust(w) for h, w in zip(header, widths, strict=True))])
-    ]
-    lines.append("-" * len(lines[0]))
-    for label, cells in rows:
-        lines.append(
-            "  ".join(
-                [
-                    label.ljust(label_width),
-                    *(c.rjust(w) for c, w in zip(cells, widths, strict=True)),
-                ]
-            )
-        )
-    return lines
+    return columns_table([column(r) for r in ran], rows)
 
 
 def targets(results: Sequence[Result]) -> list[str]:
@@ -665,10 +650,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log_to_stderr()
     args = parse_args(argv)
     with contextlib.ExitStack() as stack:
         if args.work_dir is None:

@@ -55,6 +55,8 @@ import numpy as np
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
 
+from report import log_to_stderr  # noqa: E402
+
 from service_process import ServiceProcess  # noqa: E402
 
 DEFAULT_FACES_DIR = Path("..") / "shared" / "faces"
@@ -655,10 +657,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    log_to_stderr()
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="face-identification-") as work_dir:
         result = evaluate(args, Path(work_dir))
