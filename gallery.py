@@ -359,6 +359,8 @@ def open_gallery(settings: Settings, *, dimension: int = 512) -> Gallery:
             scoring=settings.gallery_scoring,
             exact_search_below=settings.gallery_exact_search_below,
             ef_search=settings.gallery_hnsw_ef_search,
+            hnsw_m=settings.gallery_hnsw_m,
+            hnsw_ef_construction=settings.gallery_hnsw_ef_construction,
             dimension=dimension,
         )
     # The URL itself is not repeated: it may hold a password.

@@ -80,8 +80,14 @@ class PostgresGallery(Gallery):
     templates (the count is cached for ``count_ttl_s``), else it uses the HNSW index
     (``hnsw.ef_search = ef_search``, iterative scans). "max" scoring scans templates and keeps
     each identity's best; "mean" scans the identities' normalised centroids, which every write
-    keeps up to date. The HNSW index of the scoring in use is created at start when missing;
-    after a bulk load, :meth:`rebuild_index` (or :meth:`drop_index` before it) is faster."""
+    keeps up to date. The HNSW index of the scoring in use is created at start when missing,
+    with ``hnsw_m`` links per node and ``hnsw_ef_construction`` (an existing index keeps the
+    parameters it was built with until :meth:`rebuild_index`); after a bulk load,
+    :meth:`rebuild_index` (with :meth:`drop_index` before the load) is faster.
+
+    The defaults are measured on face-like vectors (``bench/synthetic_faces.py``): at 100k
+    templates, recall@1 of known probes went from 0.775 (pgvector's m=16, ef_construction=64,
+    ef_search 100) to 0.995 (m=24, ef_construction=128, ef_search 400), for 3x the build time."""
 
     def __init__(
         self,
@@ -89,7 +95,9 @@ class PostgresGallery(Gallery):
         *,
         scoring: Scoring = "max",
         exact_search_below: int = 20_000,
-        ef_search: int = 100,
+        ef_search: int = 400,
+        hnsw_m: int = 24,
+        hnsw_ef_construction: int = 128,
         dimension: int = 512,
         min_connections: int = 1,
         max_connections: int = 8,
@@ -100,7 +108,16 @@ class PostgresGallery(Gallery):
             raise ValueError(f"scoring must be 'max' or 'mean', got {scoring!r}")
         self.scoring = scoring
         self.exact_search_below = exact_search_below
+        if not 1 <= ef_search <= 1000:
+            raise ValueError(f"ef_search must be in [1, 1000], got {ef_search}")
+        if not 2 <= hnsw_m <= 100 or not 2 * hnsw_m <= hnsw_ef_construction <= 1000:
+            raise ValueError(
+                "hnsw_m must be in [2, 100] and hnsw_ef_construction in [2 * hnsw_m, 1000], got "
+                f"{hnsw_m} and {hnsw_ef_construction}"
+            )
         self.ef_search = ef_search
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
         self.dimension = dimension
         self._count_ttl_s = count_ttl_s
         self._count_lock = threading.Lock()
@@ -146,7 +163,9 @@ class PostgresGallery(Gallery):
             target = f"{_TEMPLATE_INDEX} ON templates USING hnsw (embedding vector_cosine_ops)"
         else:
             target = f"{_CENTROID_INDEX} ON identities USING hnsw (centroid vector_cosine_ops)"
-        return f"CREATE INDEX IF NOT EXISTS {target}"
+        # Integers checked in __init__: no parameter placeholders in DDL.
+        options = f"m = {int(self.hnsw_m)}, ef_construction = {int(self.hnsw_ef_construction)}"
+        return f"CREATE INDEX IF NOT EXISTS {target} WITH ({options})"
 
     def _create_schema(self, conn: psycopg.Connection) -> None:
         dim = int(self.dimension)

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+import psycopg
 import pytest
 
 from errors import (
@@ -69,8 +70,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield store
         store.close_all()
         return
-    import psycopg
-
     url = request.getfixturevalue("postgres_url")
     database = f"gallery_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(url, autocommit=True) as conn:
@@ -566,10 +565,18 @@ def test_open_gallery_follows_the_settings(store: Store, tmp_path: Path) -> None
             gallery_scoring="mean",
             gallery_exact_search_below=123,
             gallery_hnsw_ef_search=77,
+            gallery_hnsw_m=12,
+            gallery_hnsw_ef_construction=50,
+            gallery_search_threads=1,
         )
         gallery = open_gallery(settings)
         assert isinstance(gallery, PostgresGallery)
         assert (gallery.scoring, gallery.exact_search_below, gallery.ef_search) == ("mean", 123, 77)
+        with psycopg.connect(store.location) as conn:
+            (options,) = conn.execute(
+                "SELECT reloptions FROM pg_class WHERE relname = 'identities_centroid_hnsw'"
+            ).fetchone()
+        assert sorted(options) == ["ef_construction=50", "m=12"]
     try:
         identity_id = enroll(gallery, axis(0))
         assert gallery.search(axis(0), top_k=1)[0].identity_id == identity_id
@@ -577,6 +584,14 @@ def test_open_gallery_follows_the_settings(store: Store, tmp_path: Path) -> None
         gallery.close()
     with pytest.raises(ValueError, match="gallery_database_url"):
         open_gallery(Settings(gallery_database_url="mysql://user:secret@host/db"))
+
+
+def test_bad_index_parameters_are_refused_before_connecting() -> None:
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    with pytest.raises(ValueError, match="ef_search must be in"):
+        PostgresGallery(url, ef_search=0)
+    with pytest.raises(ValueError, match="hnsw_ef_construction in"):
+        PostgresGallery(url, hnsw_m=32, hnsw_ef_construction=40)
 
 
 def test_an_unusable_database_is_a_gallery_error(store: Store, tmp_path: Path) -> None:
