@@ -78,7 +78,7 @@ class PostgresGallery(Gallery):
     transaction each, with row locks on the identities they touch, retried on deadlock).
     Search is exact (a scan) while the gallery holds fewer than ``exact_search_below``
     templates (the count is cached for ``count_ttl_s``), else it uses the HNSW index
-    (``hnsw.ef_search = ef_search``, iterative scans). "max" scoring scans templates and keeps
+    (``hnsw.ef_search = ef_search``). "max" scoring scans templates and keeps
     each identity's best; "mean" scans the identities' normalised centroids, which every write
     keeps up to date. The HNSW index of the scoring in use is created at start when missing,
     with ``hnsw_m`` links per node and ``hnsw_ef_construction`` (an existing index keeps the
@@ -502,12 +502,8 @@ class PostgresGallery(Gallery):
     def _search(self, query: np.ndarray, top_k: int) -> list[Match]:
         approximate = self.uses_index()
         with self._transaction() as conn:
-            if approximate:
-                conn.execute(
-                    "SELECT set_config('hnsw.ef_search', %s, true), "
-                    "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-                    (str(self.ef_search),),
-                )
+            if approximate and self.scoring == "mean":
+                self._tune_scan(conn, top_k)
             if self.scoring == "mean":
                 order = "centroid <=> %(q)s" if approximate else "sim DESC, identity_id"
                 rows = conn.execute(
@@ -528,14 +524,25 @@ class PostgresGallery(Gallery):
                 ).fetchall()
         return [Match(identity_id, name, clip_similarity(sim)) for identity_id, name, sim in found]
 
-    @staticmethod
+    def _tune_scan(self, conn: psycopg.Connection, rows_wanted: int) -> None:
+        """``ef_search`` for this transaction's index scans, and an iterative scan only when
+        more rows are wanted than ``ef_search`` yields: without a filter it gains nothing, and
+        it made every scan ~1.5x slower (measured at 30k templates, ef_search 400)."""
+        iterative = "relaxed_order" if rows_wanted > self.ef_search else "off"
+        conn.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true), "
+            "set_config('hnsw.iterative_scan', %s, true)",
+            (str(self.ef_search), iterative),
+        )
+
     def _search_max_hnsw(
-        conn: psycopg.Connection, query: np.ndarray, top_k: int
+        self, conn: psycopg.Connection, query: np.ndarray, top_k: int
     ) -> list[tuple[str, str | None, float]]:
         """The nearest templates from the index, each identity's best kept; more templates
         when they hold too few identities."""
         wanted = max(4 * top_k, 40)
         while True:
+            self._tune_scan(conn, wanted)
             rows = conn.execute(
                 "SELECT near.identity_id, identities.name, near.sim FROM ("
                 "SELECT identity_id, -(embedding <#> %(q)s) AS sim FROM templates "

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,14 +63,9 @@ def _database_url(url: str, database: str) -> str:
     return urlsplit(url)._replace(path=f"/{database}").geturl()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        store = Store("sqlite", str(tmp_path / "data" / "gallery.sqlite3"))
-        yield store
-        store.close_all()
-        return
-    url = request.getfixturevalue("postgres_url")
+@contextmanager
+def postgres_database(url: str) -> Iterator[Store]:
+    """A Store on a new database of the session's PostgreSQL, dropped afterwards."""
     database = f"gallery_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {database}")
@@ -81,6 +76,23 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         store.close_all()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        store = Store("sqlite", str(tmp_path / "data" / "gallery.sqlite3"))
+        yield store
+        store.close_all()
+        return
+    with postgres_database(request.getfixturevalue("postgres_url")) as store:
+        yield store
+
+
+@pytest.fixture
+def postgres_store(postgres_url: str) -> Iterator[Store]:
+    with postgres_database(postgres_url) as store:
+        yield store
 
 
 @pytest.fixture
@@ -407,6 +419,17 @@ def test_bad_embeddings_are_refused_without_writing(gallery: Gallery) -> None:
 
 
 def test_many_templates_per_identity_still_give_top_k_identities(gallery: Gallery) -> None:
+    check_crowded_search(gallery)
+
+
+def test_the_index_search_widens_when_one_identity_crowds_the_top(
+    postgres_store: Store,
+) -> None:
+    # A small ef_search: the first index scan cannot find five identities.
+    check_crowded_search(postgres_store.open(exact_search_below=0, ef_search=10))
+
+
+def check_crowded_search(gallery: Gallery) -> None:
     rng = np.random.default_rng(7)
     query = random_units(rng, 1)[0]
     # The 50 templates nearest the query all belong to one identity.
