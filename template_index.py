@@ -260,9 +260,10 @@ class TemplateIndex:
         scores[:n] *= self._scales[:n]
         scores[:n] *= np.float32(query_scale)
         # row . query = s r.(t q) + s r.w + e.query, with ||w|| = query_error, ||e|| <= error;
-        # 1e-5 covers the float32 rounding of the products above and of the exact scores.
+        # 1e-4 covers the float32 rounding of the products above and of the exact re-scores
+        # (a 512-term float32 dot product of unit vectors is off by 3e-5 at worst).
         norm = float(np.linalg.norm(query))
-        slack = self._max_gain * query_error + self._max_error * norm + 1e-5
+        slack = self._max_gain * query_error + self._max_error * norm + 1e-4
         scores[n : math.ceil(n / _BLOCK) * _BLOCK] = -np.inf  # the last block's padding
         return scores, slack
 
