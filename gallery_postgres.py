@@ -502,9 +502,9 @@ class PostgresGallery(Gallery):
     def _search(self, query: np.ndarray, top_k: int) -> list[Match]:
         approximate = self.uses_index()
         with self._transaction() as conn:
-            if approximate and self.scoring == "mean":
-                self._tune_scan(conn, top_k)
             if self.scoring == "mean":
+                if approximate:
+                    self._tune_scan(conn, top_k)
                 order = "centroid <=> %(q)s" if approximate else "sim DESC, identity_id"
                 rows = conn.execute(
                     "SELECT identity_id, name, -(centroid <#> %(q)s) AS sim FROM identities "

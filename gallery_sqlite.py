@@ -173,7 +173,6 @@ class SQLiteGallery(Gallery):
         index.reserve(templates, identities)
         for (identity_id,) in conn.execute("SELECT identity_id FROM identities ORDER BY 1"):
             index.add_identity(identity_id)
-        centroids = _CentroidSums(index) if self.scoring == "mean" else None
         cursor = conn.execute(
             "SELECT identity_id, seq, embedding FROM templates ORDER BY identity_id, seq"
         )
@@ -182,10 +181,8 @@ class SQLiteGallery(Gallery):
             keys = np.fromiter((seq for _, seq, _ in chunk), np.int64, len(chunk))
             rows = self._decode([blob for _, _, blob in chunk])
             index.add_rows(owners, keys, rows)
-            if centroids is not None:
-                centroids.add(owners, rows)
-        if centroids is not None:
-            centroids.finish()
+            index.add_to_centroids(owners, rows)
+        index.normalize_centroids()
         logger.info(
             "gallery %s: %d identities, %d templates loaded in %.2f s (%.0f MB in memory)",
             self.path,
@@ -207,17 +204,16 @@ class SQLiteGallery(Gallery):
     def _exact_rows(self, keys: np.ndarray) -> np.ndarray:
         """The stored float32 embeddings of the given seqs (the index's re-scoring; the caller
         holds the lock)."""
-        found: dict[int, bytes] = {}
         wanted = keys.tolist()
-        for start in range(0, len(wanted), _SQL_VARIABLES):
-            chunk = wanted[start : start + _SQL_VARIABLES]
-            found.update(
-                self._conn.execute(
-                    f"SELECT seq, embedding FROM templates WHERE seq IN ({_marks(len(chunk))})",
-                    chunk,
-                ).fetchall()
-            )
+        found = dict(self._rows_in("SELECT seq, embedding FROM templates WHERE seq IN", wanted))
         return self._decode([found[key] for key in wanted])
+
+    def _rows_in(self, select: str, values: list[Any], then: str = "") -> Iterator[Any]:
+        """The rows of ``select`` + `` (values) `` + ``then``, asked in chunks that stay within
+        SQLite's limit on variables (the order of ``then`` holds within a chunk)."""
+        for start in range(0, len(values), _SQL_VARIABLES):
+            chunk = values[start : start + _SQL_VARIABLES]
+            yield from self._conn.execute(f"{select} ({_marks(len(chunk))}) {then}", chunk)
 
     def _identity_rows(self, identity_id: str) -> np.ndarray:
         blobs = self._conn.execute(
@@ -253,14 +249,13 @@ class SQLiteGallery(Gallery):
 
     def _templates_of(self, identity_ids: list[str]) -> dict[str, list[Template]]:
         found: dict[str, list[Template]] = {i: [] for i in identity_ids}
-        for start in range(0, len(identity_ids), _SQL_VARIABLES):
-            chunk = identity_ids[start : start + _SQL_VARIABLES]
-            for identity_id, template_id, source, created_at in self._conn.execute(
-                "SELECT identity_id, template_id, source, created_at FROM templates "
-                f"WHERE identity_id IN ({_marks(len(chunk))}) ORDER BY seq",
-                chunk,
-            ):
-                found[identity_id].append(Template(template_id, source, _dt(created_at)))
+        for identity_id, template_id, source, created_at in self._rows_in(
+            "SELECT identity_id, template_id, source, created_at FROM templates "
+            "WHERE identity_id IN",
+            identity_ids,
+            "ORDER BY seq",
+        ):
+            found[identity_id].append(Template(template_id, source, _dt(created_at)))
         return found
 
     @staticmethod
@@ -467,7 +462,8 @@ class SQLiteGallery(Gallery):
             for identity_id in ids:
                 self._index.add_identity(identity_id)
             self._index.add_rows(ids, keys, bulk.embeddings)
-            self._index.set_centroids(ids, bulk.embeddings)  # one unit row each: its own mean
+            # New identities of one unit row each: the row is its own normalised mean.
+            self._index.add_to_centroids(ids, bulk.embeddings)
 
     # -- search
 
@@ -569,35 +565,3 @@ class SQLiteGallery(Gallery):
             finally:
                 self._index.close()
                 self._lock_file.close()  # releases the flock
-
-
-class _CentroidSums:
-    """ "mean" scoring at load: every identity's normalised mean from rows that arrive grouped
-    by identity, in chunks (an identity may span two chunks)."""
-
-    def __init__(self, index: TemplateIndex) -> None:
-        self._index = index
-        self._open_id: str | None = None
-        self._open_sum: np.ndarray | None = None
-
-    def add(self, owners: list[str], rows: np.ndarray) -> None:
-        starts = [0, *(i for i in range(1, len(owners)) if owners[i] != owners[i - 1])]
-        sums = np.add.reduceat(rows.astype(np.float64), starts)
-        ids = [owners[s] for s in starts]
-        if self._open_id is not None:
-            if ids[0] == self._open_id:
-                sums[0] += self._open_sum
-            else:
-                self._set([self._open_id], self._open_sum[None])
-        self._set(ids[:-1], sums[:-1])
-        self._open_id, self._open_sum = ids[-1], sums[-1]
-
-    def finish(self) -> None:
-        if self._open_id is not None:
-            self._set([self._open_id], self._open_sum[None])
-            self._open_id = self._open_sum = None
-
-    def _set(self, identity_ids: list[str], sums: np.ndarray) -> None:
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        self._index.set_centroids(identity_ids, (sums / norms).astype(np.float32))

@@ -34,7 +34,7 @@ NO_TEMPLATE_SIMILARITY = -1.0
 _CODE_MAX = 127  # int8 codes in [-127, 127]: symmetric, so that a row and its negation agree
 _PARALLEL_FROM_ROWS = 65_536  # below this one thread scans faster than a hand-off to the pool
 _BLOCK = 64  # rows per block when looking for the best rows of a large gallery
-_BLOCKS_FROM_ROWS = 65_536
+_BLOCKS_FROM_ROWS = 65_536  # below this one partition of every row is as cheap
 
 
 def clip_similarity(similarity: float) -> float:
@@ -175,14 +175,24 @@ class TemplateIndex:
         if self.scoring != "mean":
             return
         code = self._code_of[identity_id]
-        self._centroids[code] = _normalized_mean(rows, self.dimension)
+        self._centroids[code] = _normalized(rows.sum(axis=0, dtype=np.float64, keepdims=True))
 
-    def set_centroids(self, identity_ids: list[str], centroids: np.ndarray) -> None:
-        """ "mean" scoring: normalised centroids computed by the owner (after a load)."""
+    def add_to_centroids(self, identity_ids: list[str], rows: np.ndarray) -> None:
+        """ "mean" scoring, for identities whose centroid is not set yet (new ones, or all of
+        them at a load): adds exact rows, grouped by identity, to their centroid sums. An
+        identity may come in several calls; :meth:`normalize_centroids` after the last."""
         if self.scoring != "mean" or not identity_ids:
             return
-        codes = np.fromiter((self._code_of[i] for i in identity_ids), np.int64, len(identity_ids))
-        self._centroids[codes] = centroids
+        codes = np.fromiter((self._code_of[i] for i in identity_ids), np.int64, len(rows))
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        # Grouped rows: each code once per call, so a fancy-indexed += adds every group.
+        self._centroids[codes[starts]] += np.add.reduceat(rows, starts, axis=0, dtype=np.float64)
+
+    def normalize_centroids(self) -> None:
+        """ "mean" scoring: every centroid sum to a unit vector."""
+        if self.scoring == "mean":
+            used = len(self._id_of)
+            self._centroids[:used] = _normalized(self._centroids[:used])
 
     def _rows_of(self, code: int) -> np.ndarray:
         return np.flatnonzero(self._owners[: self._n] == code)
@@ -230,12 +240,10 @@ class TemplateIndex:
         """The ``top_k`` identities most similar to the unit vector ``query``, best first."""
         if self.scoring == "mean":
             return self._search_centroids(query, top_k)
-        with_templates = int(np.count_nonzero(self._templates_of[: len(self._id_of)]))
-        k = min(top_k, with_templates)
-        if k == 0:
+        if self._n == 0:
             return []
         approximate, slack = self._scan(query)
-        kth = self._kth_identity_score(approximate, k)
+        kth, k = self._kth_identity_score(approximate, top_k)
         # Every row that can beat the k-th identity's true score, re-scored exactly.
         candidates = np.flatnonzero(approximate[: self._n] >= kth - 2 * slack)
         exact = self._exact_rows(self._keys[candidates]) @ query
@@ -290,16 +298,18 @@ class TemplateIndex:
         for future in futures:
             future.result()
 
-    def _kth_identity_score(self, scores: np.ndarray, k: int) -> float:
-        """The approximate score of the k-th best identity (by its best row): walk the rows
-        from the best down until k identities are seen."""
+    def _kth_identity_score(self, scores: np.ndarray, k: int) -> tuple[float, int]:
+        """(the approximate score of the k-th best identity by its best row, k): walk the
+        rows from the best down until k identities are seen; fewer when the gallery holds
+        fewer identities with templates."""
         n = self._n
         wanted = min(n, max(4 * k, 64))
         while True:
             best = self._best_rows(scores, wanted)
             _, first = np.unique(self._owners[best], return_index=True)
-            if len(first) >= k:
-                return float(scores[best[np.sort(first)[k - 1]]])
+            if len(first) >= k or wanted == n:
+                k = min(k, len(first))
+                return float(scores[best[np.sort(first)[k - 1]]]), k
             wanted = min(n, wanted * 4)
 
     def _best_rows(self, scores: np.ndarray, wanted: int) -> np.ndarray:
@@ -355,9 +365,7 @@ def _resized(array: np.ndarray, capacity: int, used: int) -> np.ndarray:
     return grown
 
 
-def _normalized_mean(rows: np.ndarray, dimension: int) -> np.ndarray:
-    if len(rows) == 0:
-        return np.zeros(dimension, np.float32)
-    mean = np.asarray(rows, np.float64).mean(axis=0)
-    norm = np.linalg.norm(mean)
-    return (mean / norm if norm > 0 else mean).astype(np.float32)
+def _normalized(rows: np.ndarray) -> np.ndarray:
+    """Rows as unit vectors; zero rows (no template) stay zero."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
