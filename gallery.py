@@ -361,6 +361,7 @@ def open_gallery(settings: Settings, *, dimension: int = 512) -> Gallery:
             ef_search=settings.gallery_hnsw_ef_search,
             hnsw_m=settings.gallery_hnsw_m,
             hnsw_ef_construction=settings.gallery_hnsw_ef_construction,
+            partitions=settings.gallery_hnsw_partitions,
             dimension=dimension,
         )
     # The URL itself is not repeated: it may hold a password.

@@ -191,7 +191,7 @@ class PostgresServer:
 
 @contextlib.contextmanager
 def database(
-    backend: str, size: int, work_dir: Path, postgres: PostgresServer | None
+    backend: str, size: int, work_dir: Path, postgres: PostgresServer | None, partitions: int
 ) -> Iterator[Database]:
     """An empty gallery database for one size, removed afterwards."""
     if backend == "sqlite":
@@ -215,8 +215,16 @@ def database(
     try:
         yield Database(
             backend,
-            {"FACE_DATA_DIR": str(work_dir / "pg-api-data"), "FACE_GALLERY_DATABASE_URL": url},
-            Settings(data_dir=work_dir / "pg-api-data", gallery_database_url=url),
+            {
+                "FACE_DATA_DIR": str(work_dir / "pg-api-data"),
+                "FACE_GALLERY_DATABASE_URL": url,
+                "FACE_GALLERY_HNSW_PARTITIONS": str(partitions),
+            },
+            Settings(
+                data_dir=work_dir / "pg-api-data",
+                gallery_database_url=url,
+                gallery_hnsw_partitions=partitions,
+            ),
             url=url,
         )
     finally:
@@ -365,7 +373,7 @@ def measure_api(
     )
 
 
-def search_kind(backend: str, templates: int, ef_search: int | None) -> str:
+def search_kind(backend: str, templates: int, ef_search: int | None, partitions: int) -> str:
     if backend == "sqlite":
         return "exact (in-memory)"
     below = int(
@@ -374,7 +382,7 @@ def search_kind(backend: str, templates: int, ef_search: int | None) -> str:
     if templates < below:
         return "exact (scan)"
     ef = ef_search if ef_search is not None else Settings().gallery_hnsw_ef_search
-    return f"HNSW ef={ef}"
+    return f"HNSW ef={ef}" + (f" x{partitions} partitions" if partitions > 1 else "")
 
 
 def predicted_build_s(measured: dict[int, float], size: int) -> float | None:
@@ -548,17 +556,17 @@ def run_one(
     base = Result(backend, size)
     base.peer_p50_ms = peer_p50_ms(vectors, queries)
     results = []
-    with database(backend, size, work_dir, postgres) as db:
+    with database(backend, size, work_dir, postgres, args.partitions) as db:
         load(db, vectors, size, args.sample, base, args.maintenance_work_mem)
         if base.index_build_s is not None:
             build_times[size] = base.index_build_s
         base.database_mb, base.relations_mb = database_size(db)
         del vectors
-        hnsw = search_kind(backend, base.templates, None).startswith("HNSW")
+        hnsw = search_kind(backend, base.templates, None, args.partitions).startswith("HNSW")
         ef_values = args.ef_search if hnsw and args.ef_search else [None]
         for ef in ef_values:
             result = Result(**{**asdict(base), "ef_search": ef})
-            result.search = search_kind(backend, result.templates, ef)
+            result.search = search_kind(backend, result.templates, ef, args.partitions)
             measure_api(
                 db,
                 work_dir / f"api-{backend}-{size}",
@@ -633,6 +641,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         help="PostgreSQL: FACE_GALLERY_HNSW_EF_SEARCH values, one API run each (default: the "
         "service's default)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=Settings().gallery_hnsw_partitions,
+        help="PostgreSQL: FACE_GALLERY_HNSW_PARTITIONS of the gallery (default: the service's)",
     )
     parser.add_argument("--maintenance-work-mem", default="4GB", help="for the HNSW build")
     parser.add_argument("--max-build-minutes", type=float, default=15.0)

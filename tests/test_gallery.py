@@ -3,6 +3,7 @@ and a real PostgreSQL + pgvector (one fresh database per test)."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -40,13 +41,15 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 class Store:
     """Where one test's gallery lives; opens galleries on it and closes them at the end."""
 
-    def __init__(self, backend: str, location: str) -> None:
+    def __init__(self, backend: str, location: str, **defaults: Any) -> None:
         self.backend = backend
         self.location = location
+        self.defaults = defaults
         self.opened: list[Gallery] = []
 
     def open(self, **options: Any) -> Gallery:
         gallery: Gallery
+        options = {**self.defaults, **options}
         if self.backend == "sqlite":
             gallery = SQLiteGallery(Path(self.location), **options)
         else:
@@ -64,12 +67,13 @@ def _database_url(url: str, database: str) -> str:
 
 
 @contextmanager
-def postgres_database(url: str) -> Iterator[Store]:
-    """A Store on a new database of the session's PostgreSQL, dropped afterwards."""
+def postgres_database(url: str, **defaults: Any) -> Iterator[Store]:
+    """A Store on a new database of the session's PostgreSQL, dropped afterwards; ``defaults``
+    are the PostgresGallery options of every gallery it opens."""
     database = f"gallery_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {database}")
-    store = Store("postgres", _database_url(url, database))
+    store = Store("postgres", _database_url(url, database), **defaults)
     try:
         yield store
     finally:
@@ -78,14 +82,17 @@ def postgres_database(url: str) -> Iterator[Store]:
             conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "postgres-partitioned"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every gallery behaviour is checked on the embedded backend, on PostgreSQL, and on
+    PostgreSQL with hash-partitioned tables (one HNSW graph per partition)."""
     if request.param == "sqlite":
         store = Store("sqlite", str(tmp_path / "data" / "gallery.sqlite3"))
         yield store
         store.close_all()
         return
-    with postgres_database(request.getfixturevalue("postgres_url")) as store:
+    partitions = 3 if request.param == "postgres-partitioned" else 1
+    with postgres_database(request.getfixturevalue("postgres_url"), partitions=partitions) as store:
         yield store
 
 
@@ -590,16 +597,23 @@ def test_open_gallery_follows_the_settings(store: Store, tmp_path: Path) -> None
             gallery_hnsw_ef_search=77,
             gallery_hnsw_m=12,
             gallery_hnsw_ef_construction=50,
+            gallery_hnsw_partitions=2,
             gallery_search_threads=1,
         )
         gallery = open_gallery(settings)
         assert isinstance(gallery, PostgresGallery)
         assert (gallery.scoring, gallery.exact_search_below, gallery.ef_search) == ("mean", 123, 77)
+        assert gallery.partitions == 2
         with psycopg.connect(store.location) as conn:
             (options,) = conn.execute(
                 "SELECT reloptions FROM pg_class WHERE relname = 'identities_centroid_hnsw'"
             ).fetchone()
+            partitions = conn.execute(
+                "SELECT inhparent::regclass::text, count(*) FROM pg_inherits "
+                "WHERE inhparent IN ('identities'::regclass, 'templates'::regclass) GROUP BY 1"
+            ).fetchall()
         assert sorted(options) == ["ef_construction=50", "m=12"]
+        assert sorted(partitions) == [("identities", 2), ("templates", 2)]
     try:
         identity_id = enroll(gallery, axis(0))
         assert gallery.search(axis(0), top_k=1)[0].identity_id == identity_id
@@ -615,6 +629,62 @@ def test_bad_index_parameters_are_refused_before_connecting() -> None:
         PostgresGallery(url, ef_search=0)
     with pytest.raises(ValueError, match="hnsw_ef_construction in"):
         PostgresGallery(url, hnsw_m=32, hnsw_ef_construction=40)
+    with pytest.raises(ValueError, match=r"partitions must be in \[1, 256\], got 0"):
+        PostgresGallery(url, partitions=0)
+
+
+def test_an_existing_gallery_keeps_its_partitions(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    for created, asked in ((4, 1), (1, 3)):
+        with postgres_database(postgres_url) as store:
+            first = store.open(partitions=created)
+            enroll(first, axis(0), identity_id="alice")
+            first.close()
+            with caplog.at_level(logging.WARNING, logger="gallery_postgres"):
+                reopened = store.open(partitions=asked)
+            assert reopened.partitions == created
+            assert f"have {created} partition(s), not the {asked} asked for" in caplog.text
+            assert reopened.search(axis(0), top_k=1)[0].identity_id == "alice"
+            caplog.clear()
+
+
+def test_a_partitioned_search_merges_one_index_scan_per_partition(postgres_url: str) -> None:
+    rng = np.random.default_rng(17)
+    vectors = random_units(rng, 6000)
+    ids = [f"p{i:05d}" for i in range(len(vectors))]
+    queries = vectors[:50] + 0.09 * rng.standard_normal((50, DIM)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = [ids[i] for i in np.argmax(queries @ vectors.T, axis=1)]
+    with postgres_database(postgres_url) as store:
+        gallery = store.open(
+            partitions=3, exact_search_below=0, ef_search=100, hnsw_m=16, hnsw_ef_construction=64
+        )
+        gallery.drop_index()
+        gallery.add_identities_bulk(list(zip(ids, [None] * len(ids), vectors, strict=True)))
+        gallery.rebuild_index()
+        found = [gallery.search(q, top_k=1)[0].identity_id for q in queries]
+        with psycopg.connect(store.location) as conn:
+            # What the gallery asks (at a high ef_search and only 2000 templates a partition,
+            # the planner rightly prefers exact scans).
+            conn.execute("SET hnsw.ef_search = 100")
+            plan = "\n".join(
+                row[0]
+                for row in conn.execute(
+                    "EXPLAIN SELECT identity_id FROM templates ORDER BY embedding <=> %s::vector "
+                    "LIMIT 40",
+                    (str(queries[0].tolist()),),
+                )
+            )
+            sizes = conn.execute(
+                "SELECT count(*) FROM templates GROUP BY tableoid ORDER BY 1"
+            ).fetchall()
+    assert "Merge Append" in plan
+    for part in range(3):
+        assert f"Index Scan using templates_p{part}_embedding_idx on templates_p{part}" in plan
+    assert len(sizes) == 3
+    assert min(sizes)[0] > 1800
+    assert np.mean([f == t for f, t in zip(found, truth, strict=True)]) >= 0.95
 
 
 def test_an_unusable_database_is_a_gallery_error(store: Store, tmp_path: Path) -> None:
