@@ -161,6 +161,7 @@ class Database:
     settings: Settings
     path: Path | None = None  # the SQLite folder
     url: str | None = None  # PostgreSQL
+    reused: bool = False  # a PostgreSQL database kept, loaded and indexed, by an earlier run
 
 
 class PostgresServer:
@@ -182,6 +183,13 @@ class PostgresServer:
         with psycopg.connect(self.uri, autocommit=True) as conn:
             conn.execute(statement)
 
+    def exists(self, database: str) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.uri) as conn:
+            query = "SELECT 1 FROM pg_database WHERE datname = %s"
+            return conn.execute(query, (database,)).fetchone() is not None
+
     def setting(self, name: str) -> str:
         import psycopg
 
@@ -191,9 +199,15 @@ class PostgresServer:
 
 @contextlib.contextmanager
 def database(
-    backend: str, size: int, work_dir: Path, postgres: PostgresServer | None, partitions: int
+    backend: str,
+    size: int,
+    work_dir: Path,
+    postgres: PostgresServer | None,
+    partitions: int,
+    keep: bool = False,
 ) -> Iterator[Database]:
-    """An empty gallery database for one size, removed afterwards."""
+    """An empty gallery database for one size, removed afterwards; with ``keep`` (PostgreSQL)
+    it stays, and a kept one of the same size and partitions is used as it is."""
     if backend == "sqlite":
         folder = work_dir / f"sqlite-{size}"
         folder.mkdir(parents=True)
@@ -208,9 +222,11 @@ def database(
             shutil.rmtree(folder, ignore_errors=True)
         return
     assert postgres is not None
-    name = f"gallery_{size}"
-    postgres.admin(f"DROP DATABASE IF EXISTS {name}")
-    postgres.admin(f"CREATE DATABASE {name}")
+    name = f"gallery_{size}_p{partitions}"
+    reused = keep and postgres.exists(name)
+    if not reused:
+        postgres.admin(f"DROP DATABASE IF EXISTS {name}")
+        postgres.admin(f"CREATE DATABASE {name}")
     url = postgres.url(name)
     try:
         yield Database(
@@ -226,9 +242,11 @@ def database(
                 gallery_hnsw_partitions=partitions,
             ),
             url=url,
+            reused=reused,
         )
     finally:
-        postgres.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if not keep:
+            postgres.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def database_size(db: Database) -> tuple[float, dict[str, float]]:
@@ -556,8 +574,14 @@ def run_one(
     base = Result(backend, size)
     base.peer_p50_ms = peer_p50_ms(vectors, queries)
     results = []
-    with database(backend, size, work_dir, postgres, args.partitions) as db:
-        load(db, vectors, size, args.sample, base, args.maintenance_work_mem)
+    with database(backend, size, work_dir, postgres, args.partitions, args.keep_postgres) as db:
+        if db.reused:
+            gallery = open_gallery(db.settings, dimension=DIMENSION)
+            base.templates = gallery.count()[1]
+            gallery.close()
+            logger.info("using the kept database at %s (%d templates)", db.url, base.templates)
+        else:
+            load(db, vectors, size, args.sample, base, args.maintenance_work_mem)
         if base.index_build_s is not None:
             build_times[size] = base.index_build_s
         base.database_mb, base.relations_mb = database_size(db)
@@ -648,6 +672,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=Settings().gallery_hnsw_partitions,
         help="PostgreSQL: FACE_GALLERY_HNSW_PARTITIONS of the gallery (default: the service's)",
     )
+    parser.add_argument(
+        "--keep-postgres",
+        action="store_true",
+        help="keep the PostgreSQL databases in --work-dir; a later run with the same "
+        "--work-dir, size and --partitions measures them again without loading or building",
+    )
     parser.add_argument("--maintenance-work-mem", default="4GB", help="for the HNSW build")
     parser.add_argument("--max-build-minutes", type=float, default=15.0)
     parser.add_argument("--force", action="store_true", help="run sizes whose build looks too long")
@@ -660,6 +690,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.sizes or min(args.sizes) < 1:
         parser.error("--sizes must be positive")
     args.sizes = sorted(args.sizes)
+    if args.keep_postgres and args.work_dir is None:
+        parser.error("--keep-postgres needs --work-dir")
     return args
 
 
