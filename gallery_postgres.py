@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -166,6 +167,12 @@ class PostgresGallery(Gallery):
         except psycopg.OperationalError as error:
             self._pool.close()
             raise GalleryError(f"the gallery database cannot be used: {error}") from error
+        # After the schema: an existing gallery's own layout decides.
+        self._fan_out = (
+            ThreadPoolExecutor(max_connections, thread_name_prefix="gallery-scan")
+            if self.partitions > 1
+            else None
+        )
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.adapters.register_dumper(np.ndarray, self._dumper)
@@ -580,26 +587,26 @@ class PostgresGallery(Gallery):
 
     @_pg_errors
     def _search(self, query: np.ndarray, top_k: int) -> list[Match]:
-        approximate = self.uses_index()
-        with self._transaction() as conn:
-            if self.scoring == "mean":
-                if approximate:
-                    self._tune_scan(conn, top_k)
-                order = "centroid <=> %(q)s" if approximate else "sim DESC, identity_id"
-                rows = conn.execute(
-                    "SELECT identity_id, name, -(centroid <#> %(q)s) AS sim FROM identities "
-                    f"WHERE centroid IS NOT NULL ORDER BY {order} LIMIT %(k)s",
-                    {"q": query, "k": top_k},
-                ).fetchall()
-                found = sorted(rows, key=lambda row: -row[2])
-            elif approximate:
-                found = self._search_max_hnsw(conn, query, top_k)
-            else:
+        if self.uses_index():
+            found = (
+                self._nearest("identities", "identity_id, name", "centroid", query, top_k)
+                if self.scoring == "mean"
+                else self._search_max_hnsw(query, top_k)
+            )
+        else:
+            with self._transaction() as conn:
                 found = conn.execute(
-                    "SELECT best.identity_id, identities.name, best.sim FROM ("
-                    "SELECT identity_id, max(-(embedding <#> %(q)s)) AS sim FROM templates "
-                    "GROUP BY identity_id ORDER BY sim DESC, identity_id LIMIT %(k)s) best "
-                    "JOIN identities USING (identity_id) ORDER BY best.sim DESC, identity_id",
+                    (
+                        "SELECT identity_id, name, -(centroid <#> %(q)s) AS sim FROM identities "
+                        "WHERE centroid IS NOT NULL ORDER BY sim DESC, identity_id LIMIT %(k)s"
+                    )
+                    if self.scoring == "mean"
+                    else (
+                        "SELECT best.identity_id, identities.name, best.sim FROM ("
+                        "SELECT identity_id, max(-(embedding <#> %(q)s)) AS sim FROM templates "
+                        "GROUP BY identity_id ORDER BY sim DESC, identity_id LIMIT %(k)s) best "
+                        "JOIN identities USING (identity_id) ORDER BY best.sim DESC, identity_id"
+                    ),
                     {"q": query, "k": top_k},
                 ).fetchall()
         return [Match(identity_id, name, clip_similarity(sim)) for identity_id, name, sim in found]
@@ -615,28 +622,56 @@ class PostgresGallery(Gallery):
             (str(self.ef_search), iterative),
         )
 
+    def _nearest(
+        self, table: str, columns: str, vector: str, query: np.ndarray, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """The ``limit`` rows of ``table`` nearest ``query`` through its HNSW index: ``columns``
+        and the similarity, best first. The partitions of a partitioned table are scanned at
+        once, each on a connection of its own: PostgreSQL runs one query on one core, and its
+        merge of ordered index scans (Merge Append) cannot run in parallel."""
+        statement = (
+            f"SELECT {columns}, -({vector} <#> %(q)s) AS sim FROM {{relation}} "
+            f"WHERE {vector} IS NOT NULL ORDER BY {vector} <=> %(q)s LIMIT %(n)s"
+        )
+
+        def scan(relation: str) -> list[tuple[Any, ...]]:
+            with self._transaction() as conn:
+                self._tune_scan(conn, limit)
+                return conn.execute(
+                    statement.format(relation=relation), {"q": query, "n": limit}
+                ).fetchall()
+
+        if self._fan_out is None:
+            rows = scan(table)
+        else:
+            parts = [f"{table}_p{i}" for i in range(self.partitions)]
+            rows = [row for found in self._fan_out.map(scan, parts) for row in found]
+        return sorted(rows, key=lambda row: -row[-1])[:limit]
+
     def _search_max_hnsw(
-        self, conn: psycopg.Connection, query: np.ndarray, top_k: int
+        self, query: np.ndarray, top_k: int
     ) -> list[tuple[str, str | None, float]]:
         """The nearest templates from the index, each identity's best kept; more templates
         when they hold too few identities."""
         wanted = max(4 * top_k, 40)
         while True:
-            self._tune_scan(conn, wanted)
-            rows = conn.execute(
-                "SELECT near.identity_id, identities.name, near.sim FROM ("
-                "SELECT identity_id, -(embedding <#> %(q)s) AS sim FROM templates "
-                "ORDER BY embedding <=> %(q)s LIMIT %(n)s) near "
-                "JOIN identities USING (identity_id)",
-                {"q": query, "n": wanted},
-            ).fetchall()
-            best: dict[str, tuple[str, str | None, float]] = {}
-            for row in rows:
-                if row[0] not in best or row[2] > best[row[0]][2]:
-                    best[row[0]] = row
+            rows = self._nearest("templates", "identity_id", "embedding", query, wanted)
+            best: dict[str, float] = {}
+            for identity_id, sim in rows:
+                best[identity_id] = max(sim, best.get(identity_id, sim))
             if len(best) >= top_k or len(rows) < wanted or wanted >= 100_000:
-                return sorted(best.values(), key=lambda row: -row[2])[:top_k]
+                break
             wanted *= 4
+        ranked = sorted(best.items(), key=lambda item: -item[1])[:top_k]
+        with self._transaction() as conn:
+            names = dict(
+                conn.execute(
+                    "SELECT identity_id, name FROM identities WHERE identity_id = ANY(%s)",
+                    ([identity_id for identity_id, _ in ranked],),
+                ).fetchall()
+            )
+        # An identity deleted since the scan is left out.
+        return [(i, names[i], sim) for i, sim in ranked if i in names]
 
     @_pg_errors
     def _similarity(self, query: np.ndarray, identity_id: str) -> float:
@@ -749,4 +784,6 @@ class PostgresGallery(Gallery):
         return [row[0] for row in rows], [row[1] for row in rows], matrix
 
     def close(self) -> None:
+        if self._fan_out is not None:
+            self._fan_out.shutdown(wait=True)
         self._pool.close()

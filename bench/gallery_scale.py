@@ -35,6 +35,13 @@ distributions, spectrum); ``isotropic`` are uniformly random unit vectors with p
 ~0.78 to their source, the worst case for a graph index: every stored vector is about equally
 far from every other, so the greedy search has nothing to follow towards the query's neighbour.
 
+``--partitions`` sets ``FACE_GALLERY_HNSW_PARTITIONS`` of the PostgreSQL galleries (one HNSW
+graph per hash partition). The benchmark's PostgreSQL runs with ``--shared-buffers`` (6GB: the
+server's default 128MB holds a fraction of a 1M index). ``--keep-postgres`` keeps the loaded
+and indexed databases in ``--work-dir``: a later run with the same sizes and partitions
+measures them again (other ``--ef-search`` values, other service code) without the hour of
+loading and building.
+
 PostgreSQL HNSW builds on 2 cores get slow: before a size it has not measured, the build time is
 extrapolated from the smaller sizes already built (power law through the last two, else
 n log n) and the size is skipped, with a note, when that exceeds ``--max-build-minutes`` (15)
