@@ -124,6 +124,19 @@ def random_units(rng: np.random.Generator, count: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def search_set(
+    rng: np.random.Generator, size: int, count: int
+) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
+    """``size`` random unit vectors with their ids, and ``count`` queries (noisy views of the
+    first vectors, cosine ~0.45 to their origin) with the id exact search finds for each."""
+    vectors = random_units(rng, size)
+    ids = [f"p{i:05d}" for i in range(len(vectors))]
+    queries = vectors[:count] + 0.09 * rng.standard_normal((count, DIM)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = [ids[i] for i in np.argmax(queries @ vectors.T, axis=1)]
+    return vectors, ids, queries, truth
+
+
 def enroll(gallery: Gallery, *vectors: np.ndarray, **options: Any) -> str:
     options.setdefault("identity_id", None)
     options.setdefault("name", None)
@@ -673,12 +686,7 @@ def test_vectors_are_stored_in_the_tables_own_pages(postgres_url: str) -> None:
 
 
 def test_a_partitioned_search_scans_every_partitions_index(postgres_url: str) -> None:
-    rng = np.random.default_rng(17)
-    vectors = random_units(rng, 12_000)
-    ids = [f"p{i:05d}" for i in range(len(vectors))]
-    queries = vectors[:50] + 0.09 * rng.standard_normal((50, DIM)).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    truth = [ids[i] for i in np.argmax(queries @ vectors.T, axis=1)]
+    vectors, ids, queries, truth = search_set(np.random.default_rng(17), 12_000, 50)
     with postgres_database(postgres_url) as store:
         gallery = store.open(
             partitions=2, exact_search_below=0, ef_search=100, hnsw_m=16, hnsw_ef_construction=64
@@ -869,13 +877,7 @@ def test_concurrent_writes_and_searches_stay_consistent(store: Store, scoring: s
 
 @pytest.mark.parametrize("scoring", ["max", "mean"])
 def test_indexed_search_recall_and_exact_search(store: Store, scoring: str) -> None:
-    rng = np.random.default_rng(5)
-    vectors = random_units(rng, 2000)
-    ids = [f"p{i:05d}" for i in range(len(vectors))]
-    # Queries: noisy views of stored vectors (cosine ~0.45 to their origin).
-    queries = vectors[:100] + 0.09 * rng.standard_normal((100, DIM)).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    truth = [ids[i] for i in np.argmax(queries @ vectors.T, axis=1)]
+    vectors, ids, queries, truth = search_set(np.random.default_rng(5), 2000, 100)
 
     if store.backend == "postgres":
         gallery = store.open(scoring=scoring, exact_search_below=0, ef_search=100)
