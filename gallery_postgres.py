@@ -111,7 +111,7 @@ class PostgresGallery(Gallery):
         ef_search: int = 400,
         hnsw_m: int = 24,
         hnsw_ef_construction: int = 128,
-        partitions: int = 1,
+        partitions: int = 16,
         dimension: int = 512,
         min_connections: int = 1,
         max_connections: int = 8,
@@ -241,12 +241,6 @@ class PostgresGallery(Gallery):
                     self.partitions,
                 )
                 self.partitions = existing
-            if existing is None and self.partitions > 1 and conn.info.server_version < 170000:
-                # Identity columns on partitioned tables came with PostgreSQL 17.
-                raise GalleryError(
-                    f"partitions ({self.partitions}, FACE_GALLERY_HNSW_PARTITIONS) need "
-                    f"PostgreSQL 17 or newer; this server is {conn.info.server_version}"
-                )
             identities_by, identities_parts = self._partitioned("identities", "identity_id")
             templates_by, templates_parts = self._partitioned("templates", "template_id")
             for statement in (
@@ -265,7 +259,7 @@ class PostgresGallery(Gallery):
             self._store_inline(conn, "identities", "centroid")
             for statement in (
                 f"""CREATE TABLE IF NOT EXISTS templates (
-                    seq bigint GENERATED ALWAYS AS IDENTITY,
+                    seq bigserial,  -- not an identity column: partitioned only since PG 17
                     template_id text PRIMARY KEY,
                     identity_id text NOT NULL
                         REFERENCES identities (identity_id) ON DELETE CASCADE,
