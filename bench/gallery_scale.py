@@ -276,12 +276,15 @@ def database_size(db: Database) -> tuple[float, dict[str, float]]:
 
     with psycopg.connect(db.url) as conn:
         (total,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        # A partition's table or index counts towards its partitioned parent's.
         rows = conn.execute(
-            "SELECT CASE c.relkind WHEN 'r' THEN c.relname || ' (table + its indexes)' "
-            "ELSE c.relname END, pg_total_relation_size(c.oid) FROM pg_class c "
+            "SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text "
+            "|| CASE c.relkind WHEN 'r' THEN ' (table)' ELSE '' END, "
+            "sum(CASE c.relkind WHEN 'r' THEN pg_table_size(c.oid) "
+            "ELSE pg_relation_size(c.oid) END) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i') "
-            "ORDER BY 2 DESC LIMIT 6"
+            "GROUP BY 1 ORDER BY 2 DESC LIMIT 6"
         ).fetchall()
     return total / mb, {name: size / mb for name, size in rows}
 
