@@ -640,7 +640,11 @@ class PostgresGallery(Gallery):
             rows = scan(table)
         else:
             parts = [f"{table}_p{i}" for i in range(self.partitions)]
-            rows = [row for found in self._fan_out.map(scan, parts) for row in found]
+            try:
+                futures = [self._fan_out.submit(scan, part) for part in parts]
+            except RuntimeError as error:  # the executor is shut down: close() was called
+                raise GalleryError("the gallery is closed") from error
+            rows = [row for future in futures for row in future.result()]
         return sorted(rows, key=lambda row: -row[-1])[:limit]
 
     def _search_max_hnsw(
@@ -779,6 +783,6 @@ class PostgresGallery(Gallery):
         return [row[0] for row in rows], [row[1] for row in rows], matrix
 
     def close(self) -> None:
+        self._pool.close()
         if self._fan_out is not None:
             self._fan_out.shutdown(wait=True)
-        self._pool.close()

@@ -696,6 +696,8 @@ def test_a_partitioned_search_scans_every_partitions_index(postgres_url: str) ->
         gallery.rebuild_index()
         found = [gallery.search(q, top_k=1)[0].identity_id for q in queries]
         gallery.close()  # its connections end, and flush their statistics
+        with pytest.raises(GalleryError, match="closed"):
+            gallery.search(queries[0], top_k=1)
         with psycopg.connect(store.location) as conn:
             sizes = conn.execute(
                 "SELECT count(*) FROM templates GROUP BY tableoid ORDER BY 1"
