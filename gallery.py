@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 
-from errors import GalleryError, IdentityExistsError
+from errors import GalleryError, IdentityExistsError, RecordNotFoundError
 from template_index import NO_TEMPLATE_SIMILARITY, Scoring, clip_similarity
 
 if TYPE_CHECKING:
@@ -264,11 +264,15 @@ class Gallery(ABC):
         check_page(offset, limit)
         return self._find_records(filename_contains, offset, limit)
 
-    @abstractmethod
-    def get_record(self, *, record_id: str) -> Record: ...
+    def get_record(self, *, record_id: str) -> Record:
+        record = self._get_record(record_id)
+        if record is None:
+            raise RecordNotFoundError(record_id)
+        return record
 
-    @abstractmethod
-    def delete_record(self, *, record_id: str) -> None: ...
+    def delete_record(self, *, record_id: str) -> None:
+        if not self._delete_record(record_id):
+            raise RecordNotFoundError(record_id)
 
     # -- the rest
 
@@ -321,6 +325,13 @@ class Gallery(ABC):
 
     @abstractmethod
     def _insert_record(self, record: Record) -> None: ...
+
+    @abstractmethod
+    def _get_record(self, record_id: str) -> Record | None: ...
+
+    @abstractmethod
+    def _delete_record(self, record_id: str) -> bool:
+        """Whether a record was deleted."""
 
     @abstractmethod
     def _find_records(

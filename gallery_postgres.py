@@ -28,7 +28,6 @@ from errors import (
     GalleryError,
     IdentityExistsError,
     IdentityNotFoundError,
-    RecordNotFoundError,
     TemplateNotFoundError,
 )
 from gallery import (
@@ -731,24 +730,19 @@ class PostgresGallery(Gallery):
         return [self._record(row) for row in rows], total
 
     @_pg_errors
-    def get_record(self, *, record_id: str) -> Record:
+    def _get_record(self, record_id: str) -> Record | None:
         with self._transaction() as conn:
             row = conn.execute(
-                f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = %s",
-                (record_id,),
+                f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = %s", (record_id,)
             ).fetchone()
-        if row is None:
-            raise RecordNotFoundError(record_id)
-        return self._record(row)
+        return None if row is None else self._record(row)
 
     @_pg_errors
-    def delete_record(self, *, record_id: str) -> None:
+    def _delete_record(self, record_id: str) -> bool:
         with self._transaction() as conn:
-            deleted = conn.execute(
-                "DELETE FROM records WHERE record_id = %s", (record_id,)
-            ).rowcount
-        if not deleted:
-            raise RecordNotFoundError(record_id)
+            return (
+                conn.execute("DELETE FROM records WHERE record_id = %s", (record_id,)).rowcount > 0
+            )
 
     # -- index, export, close
 

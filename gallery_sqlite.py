@@ -21,7 +21,6 @@ from errors import (
     GalleryError,
     IdentityExistsError,
     IdentityNotFoundError,
-    RecordNotFoundError,
     TemplateNotFoundError,
 )
 from gallery import (
@@ -525,24 +524,19 @@ class SQLiteGallery(Gallery):
         return [self._record(row) for row in rows], total
 
     @_sqlite_errors
-    def get_record(self, *, record_id: str) -> Record:
+    def _get_record(self, record_id: str) -> Record | None:
         with self._open() as conn:
             row = conn.execute(
                 f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)
             ).fetchone()
-        if row is None:
-            raise RecordNotFoundError(record_id)
-        return self._record(row)
+        return None if row is None else self._record(row)
 
     @_sqlite_errors
-    def delete_record(self, *, record_id: str) -> None:
-        with self._open() as conn:
-            with self._transaction():
-                deleted = conn.execute(
-                    "DELETE FROM records WHERE record_id = ?", (record_id,)
-                ).rowcount
-            if not deleted:
-                raise RecordNotFoundError(record_id)
+    def _delete_record(self, record_id: str) -> bool:
+        with self._open() as conn, self._transaction():
+            return (
+                conn.execute("DELETE FROM records WHERE record_id = ?", (record_id,)).rowcount > 0
+            )
 
     # -- export, close
 
