@@ -15,16 +15,10 @@ from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-import gallery_routes
-from admission import AdmissionLimiter
-from dependencies import AdmissionDep, ExtractorDep, GalleryDep, PipelineDep
-from errors import FaceServiceError, InvalidImageError, ModelUnavailableError
-from extraction import ExtractOptions, Extractor, draw_faces, store_records
-from gallery import open_gallery
-from identification import Identification
-from imaging import encode_jpeg
-from pipeline import FacePipeline, cosine_similarity
-from schemas import (
+from face_service.api.admission import AdmissionLimiter
+from face_service.api.deps import AdmissionDep, ExtractorDep, GalleryDep, PipelineDep
+from face_service.api.routes import gallery as gallery_routes
+from face_service.api.schemas import (
     DrawOptionsCreate,
     EmbeddingPublic,
     ErrorPublic,
@@ -36,9 +30,7 @@ from schemas import (
     LivenessPublic,
     SimilarityPublic,
 )
-from settings import Settings, get_settings
-from triton_service import TritonService
-from uploads import (
+from face_service.api.uploads import (
     multipart_openapi,
     read_extract_json,
     read_image,
@@ -46,6 +38,14 @@ from uploads import (
     require_multipart,
     validation_error,
 )
+from face_service.errors import FaceServiceError, InvalidImageError, ModelUnavailableError
+from face_service.extraction import ExtractOptions, Extractor, draw_faces, store_records
+from face_service.gallery.base import open_gallery
+from face_service.identification import Identification
+from face_service.imaging import encode_jpeg
+from face_service.settings import Settings, get_settings
+from pipeline import FacePipeline, cosine_similarity
+from triton_service import TritonService
 
 logger = logging.getLogger("face_service")
 

@@ -32,8 +32,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
-from errors import ModelRepositoryError
-from settings import get_settings
+from face_service.errors import ModelRepositoryError
+from face_service.settings import get_settings
 from triton_service import (
     DETECTOR_MODEL,
     METADATA_PREFIX,

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from errors import ModelConfigError, NoFaceError
-from imaging import ARCFACE_SIZE, align_face, decode_image, letterbox, pad_to_square
-from settings import Settings
+from face_service.errors import ModelConfigError, NoFaceError
+from face_service.imaging import ARCFACE_SIZE, align_face, decode_image, letterbox, pad_to_square
+from face_service.settings import Settings
 from triton_service import DETECTOR_MODEL, METADATA_PREFIX, RECOGNIZER_MODEL, TritonClient
 
 SCRFD_STRIDES = (8, 16, 32)

@@ -27,6 +27,7 @@ import sys
 import sysconfig
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -43,8 +44,13 @@ from tritonclient.utils import InferenceServerException
 from tritonclient.utils import shared_memory as shm
 from tritonclient.utils.shared_memory import SharedMemoryException
 
-from errors import ModelConfigError, ModelRepositoryError, ModelUnavailableError, TritonServerError
-from settings import Settings
+from face_service.errors import (
+    ModelConfigError,
+    ModelRepositoryError,
+    ModelUnavailableError,
+    TritonServerError,
+)
+from face_service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,8 @@ MODEL_VERSION = "1"
 # ONNX metadata keys written by extract_insightface_models.py; copied into config parameters so
 # that the pipeline learns them from Triton, local or external.
 METADATA_PREFIX = "face_service."
-PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
+# The python backend's generic model.py (imports triton_python_backend_utils: never imported here).
+PYTHON_MODEL_SOURCE = Path(str(resources.files("face_service.inference") / "python_model.py"))
 
 _ONNX_TO_TRITON_DTYPE = {
     onnx.TensorProto.FLOAT: mc.TYPE_FP32,

@@ -42,13 +42,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from report import columns_table, log_to_stderr
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
-
-from report import columns_table, log_to_stderr  # noqa: E402
-
-from service_process import service_url  # noqa: E402
+from face_service.settings import REPOSITORY_ROOT
+from face_service.testing.service_process import service_url
 
 DEFAULT_FACES_DIR = Path("..") / "shared" / "faces"
 SERVICE_PORT = 3100

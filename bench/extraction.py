@@ -75,14 +75,10 @@ import httpx
 import numpy as np
 import onnxruntime
 from insightface.app import FaceAnalysis
+from peer import build_peer, decode, percentiles, vectron_model_dir
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
-
-from peer import build_peer, decode, percentiles, vectron_model_dir  # noqa: E402
-
-from service_process import ServiceProcess  # noqa: E402
-from triton_service import DETECTOR_MODEL, RECOGNIZER_MODEL  # noqa: E402
+from face_service.testing.service_process import ServiceProcess
+from triton_service import DETECTOR_MODEL, RECOGNIZER_MODEL
 
 SERVICE_PORT = 3700
 TRITON_PORT = 8700  # and the next two

@@ -71,17 +71,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
+from report import columns_table, log_to_stderr
+from synthetic_faces import gallery_vectors, probes, unknown_probes
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
-
-from report import columns_table, log_to_stderr  # noqa: E402
-from synthetic_faces import gallery_vectors, probes, unknown_probes  # noqa: E402
-
-from gallery import Gallery, open_gallery  # noqa: E402
-from gallery_postgres import PostgresGallery  # noqa: E402
-from service_process import ServiceProcess  # noqa: E402
-from settings import Settings  # noqa: E402
+from face_service.gallery.base import Gallery, open_gallery
+from face_service.gallery.postgres import PostgresGallery
+from face_service.settings import Settings
+from face_service.testing.service_process import ServiceProcess
 
 DIMENSION = 512
 GALLERY_API_PORT = 3810

@@ -52,13 +52,9 @@ import numpy as np
 import onnxruntime
 from insightface.app import FaceAnalysis
 from insightface.app.common import Face as InsightFace
+from peer import build_peer, decode, percentiles, vectron_model_dir
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
-
-from peer import build_peer, decode, percentiles, vectron_model_dir  # noqa: E402
-
-from service_process import service_url  # noqa: E402
+from face_service.testing.service_process import service_url
 
 SERVICE_PORT = 3200
 TRITON_PORT = 8200  # and the next two

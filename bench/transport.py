@@ -45,11 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPOSITORY_ROOT))  # a script in bench/: the service's modules live above
-
-from service_process import ServiceProcess  # noqa: E402
-from triton_service import DETECTOR_MODEL, RECOGNIZER_MODEL, TritonClient, mc  # noqa: E402
+from face_service.testing.service_process import ServiceProcess
+from triton_service import DETECTOR_MODEL, RECOGNIZER_MODEL, TritonClient, mc
 
 SERVICE_PORT = 3600
 TRITON_PORT = 8600  # and the next two

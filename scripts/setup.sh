@@ -10,6 +10,14 @@ PYTHON="${PYTHON:-python3}"
 VENV="${FACE_VENV:-.venv}"
 INSIGHTFACE_VERSION="2.1"
 
+# The Python version is declared once, in pyproject.toml (requires-python = ">=3.X").
+minimum=$(sed -n 's/^requires-python = ">=\([0-9.]*\)"/\1/p' pyproject.toml)
+if ! "$PYTHON" -c "import sys; sys.exit(sys.version_info < tuple(map(int, '$minimum'.split('.'))))"; then
+  echo "setup.sh: Python >= $minimum is needed (pyproject.toml); $PYTHON is $("$PYTHON" -V 2>&1)." \
+    "Set PYTHON=/path/to/python3.X" >&2
+  exit 1
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
@@ -25,6 +33,13 @@ if [ ! -f "$stamp" ]; then
     "$VENV/bin/python" -m pip install --quiet --no-deps "insightface==$INSIGHTFACE_VERSION"
   fi
   touch "$stamp"
+fi
+# The project itself (face_service and the top-level entry modules), editable: tests and bench
+# scripts import it from anywhere, and console scripts land in $VENV/bin.
+project_stamp="$VENV/.project-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$project_stamp" ]; then
+  "$VENV/bin/python" -m pip install --quiet --no-deps --editable .
+  touch "$project_stamp"
 fi
 
 "$VENV/bin/python" extract_insightface_models.py ${FACE_MODEL_PACK:+--pack "$FACE_MODEL_PACK"}

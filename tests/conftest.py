@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_process import ServiceProcess
+from face_service.testing.service_process import ServiceProcess
 
 API_PORT = 3300
 TRITON_PORT = 8300  # and the next two

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from admission import AdmissionLimiter
-from errors import ServiceBusyError
-from service_process import ServiceProcess
+from face_service.api.admission import AdmissionLimiter
+from face_service.errors import ServiceBusyError
+from face_service.testing.service_process import ServiceProcess
 
 
 def test_running_waiting_and_refused() -> None:

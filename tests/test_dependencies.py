@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import dependencies
+from face_service.api import deps as dependencies
 
 
 def test_dependencies_read_the_app_state() -> None:

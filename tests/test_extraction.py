@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extraction import draw_faces, face_size, select_faces
+from face_service.extraction import draw_faces, face_size, select_faces
 from pipeline import Face
 
 

@@ -22,17 +22,17 @@ import numpy as np
 import psycopg
 import pytest
 
-from errors import (
+from face_service.errors import (
     GalleryError,
     IdentityExistsError,
     IdentityNotFoundError,
     RecordNotFoundError,
     TemplateNotFoundError,
 )
-from gallery import NO_TEMPLATE_SIMILARITY, Gallery, RecordFace, open_gallery
-from gallery_postgres import PostgresGallery
-from gallery_sqlite import SQLiteGallery
-from settings import Settings
+from face_service.gallery.base import NO_TEMPLATE_SIMILARITY, Gallery, RecordFace, open_gallery
+from face_service.gallery.postgres import PostgresGallery
+from face_service.gallery.sqlite import SQLiteGallery
+from face_service.settings import Settings
 
 DIM = 512
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -538,8 +538,8 @@ _KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    from gallery_postgres import PostgresGallery
-    from gallery_sqlite import SQLiteGallery
+    from face_service.gallery.postgres import PostgresGallery
+    from face_service.gallery.sqlite import SQLiteGallery
     from pathlib import Path
 
     backend, location = sys.argv[1:]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from service_process import ServiceProcess
+from face_service.testing.service_process import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

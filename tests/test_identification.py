@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from errors import EmbeddingError, InvalidImageError
-from gallery import Match
-from identification import best_match, choose_enrollment_face, unit_vector
+from face_service.errors import EmbeddingError, InvalidImageError
+from face_service.gallery.base import Match
+from face_service.identification import best_match, choose_enrollment_face, unit_vector
 from pipeline import Face
 
 NOW = datetime.now(UTC)

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from skimage.transform import SimilarityTransform
 
-from errors import ImageTooLargeError, InvalidImageError
-from imaging import (
+from face_service.errors import ImageTooLargeError, InvalidImageError
+from face_service.imaging import (
     ARCFACE_TEMPLATE,
     align_face,
     decode_image,

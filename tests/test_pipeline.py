@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from conftest import vectron_dir
 
-from imaging import ARCFACE_TEMPLATE
+from face_service.imaging import ARCFACE_TEMPLATE
+from face_service.settings import Settings
+from face_service.testing.service_process import ServiceProcess
 from pipeline import (
     Face,
     FacePipeline,
@@ -23,8 +25,6 @@ from pipeline import (
     most_prominent,
     nms,
 )
-from service_process import ServiceProcess
-from settings import Settings
 from triton_service import TritonClient
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service_process import ServiceProcess, service_url
+from face_service.testing.service_process import ServiceProcess, service_url
 
 
 def test_environment_names_every_port_and_the_log(tmp_path: Path) -> None:

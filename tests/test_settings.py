@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from settings import Settings
+from face_service.settings import Settings
 
 
 def test_environment_variables_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from template_index import NO_TEMPLATE_SIMILARITY, TemplateIndex, quantize
+from face_service.gallery.template_index import NO_TEMPLATE_SIMILARITY, TemplateIndex, quantize
 
 DIM = 512
 

@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service_process import ServiceProcess
+from face_service.testing.service_process import ServiceProcess
 from triton_service import TritonClient
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from errors import ModelConfigError, ModelRepositoryError, ModelUnavailableError
-from service_process import ServiceProcess
-from settings import Settings
+from face_service.errors import ModelConfigError, ModelRepositoryError, ModelUnavailableError
+from face_service.settings import Settings
+from face_service.testing.service_process import ServiceProcess
 from triton_service import (
     METADATA_PREFIX,
     OnnxModelSpec,

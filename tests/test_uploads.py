@@ -8,10 +8,15 @@ import base64
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from errors import ImageTooLargeError, InvalidImageError, UnsupportedMediaTypeError
-from schemas import DrawOptionsCreate, ExtractOptionsCreate
-from settings import Settings
-from uploads import check_image_count, check_image_type, decode_base64, validate_options
+from face_service.api.schemas import DrawOptionsCreate, ExtractOptionsCreate
+from face_service.api.uploads import (
+    check_image_count,
+    check_image_type,
+    decode_base64,
+    validate_options,
+)
+from face_service.errors import ImageTooLargeError, InvalidImageError, UnsupportedMediaTypeError
+from face_service.settings import Settings
 
 
 def test_base64_images_plain_and_as_data_urls() -> None:
@@ -59,7 +64,7 @@ def test_options_from_form_strings_and_their_errors() -> None:
 
 
 def test_multipart_openapi_documents_the_files_and_the_options() -> None:
-    from uploads import multipart_openapi
+    from face_service.api.uploads import multipart_openapi
 
     body = multipart_openapi(ExtractOptionsCreate, "images", "images, repeated")["requestBody"]
     schema = body["content"]["multipart/form-data"]["schema"]

@@ -8,8 +8,8 @@ from dataclasses import asdict
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from extraction import ExtractedImage, ExtractOptions, Timings, face_size
-from imaging import encode_jpeg
+from face_service.extraction import ExtractedImage, ExtractOptions, Timings, face_size
+from face_service.imaging import encode_jpeg
 from pipeline import Face
 
 

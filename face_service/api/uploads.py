@@ -13,14 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from errors import (
+from face_service.api.schemas import ExtractJSONCreate
+from face_service.errors import (
     FaceServiceError,
     ImageTooLargeError,
     InvalidImageError,
     UnsupportedMediaTypeError,
 )
-from schemas import ExtractJSONCreate
-from settings import Settings
+from face_service.settings import Settings
 
 ACCEPTED_IMAGE_TYPES = ("image/", "application/octet-stream")
 Options = TypeVar("Options", bound=BaseModel)

@@ -10,8 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from errors import EmbeddingError, FaceServiceError, InvalidImageError, NoUsableFaceError
-from gallery import Gallery, Identity, Match
+from face_service.errors import (
+    EmbeddingError,
+    FaceServiceError,
+    InvalidImageError,
+    NoUsableFaceError,
+)
+from face_service.gallery.base import Gallery, Identity, Match
 from pipeline import Face, FacePipeline, prominence
 
 # An enrollment image is ambiguous - whose template would it be? - when a runner-up face is

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from errors import ImageTooLargeError, InvalidImageError
+from face_service.errors import ImageTooLargeError, InvalidImageError
 
 # InsightFace's ArcFace template: eye centres, nose tip and mouth corners in a 112x112 crop.
 ARCFACE_TEMPLATE = np.array(

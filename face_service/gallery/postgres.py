@@ -24,13 +24,13 @@ from psycopg.types import TypeInfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from errors import (
+from face_service.errors import (
     GalleryError,
     IdentityExistsError,
     IdentityNotFoundError,
     TemplateNotFoundError,
 )
-from gallery import (
+from face_service.gallery.base import (
     IDENTITY_COLUMNS,
     NO_TEMPLATE_SIMILARITY,
     RECORD_COLUMNS,

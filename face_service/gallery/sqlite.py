@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from errors import (
+from face_service.errors import (
     GalleryError,
     IdentityExistsError,
     IdentityNotFoundError,
     TemplateNotFoundError,
 )
-from gallery import (
+from face_service.gallery.base import (
     IDENTITY_COLUMNS,
     RECORD_COLUMNS,
     BulkRows,
@@ -38,7 +38,7 @@ from gallery import (
     record_from_row,
     utcnow,
 )
-from template_index import TemplateIndex
+from face_service.gallery.template_index import TemplateIndex
 
 logger = logging.getLogger(__name__)
 

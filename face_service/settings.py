@@ -11,7 +11,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent
+# The checkout root (face_service/ sits directly below it): computed here and nowhere else.
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):

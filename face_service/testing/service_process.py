@@ -17,7 +17,7 @@ from types import TracebackType
 
 import httpx
 
-REPOSITORY_ROOT = Path(__file__).resolve().parent
+from face_service.settings import REPOSITORY_ROOT
 
 
 @dataclass
@@ -67,7 +67,7 @@ class ServiceProcess:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "app.py"],
+                [sys.executable, str(REPOSITORY_ROOT / "app.py")],
                 cwd=REPOSITORY_ROOT,
                 env=self.environment(),
                 stdout=log,

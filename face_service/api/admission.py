@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from errors import ServiceBusyError
+from face_service.errors import ServiceBusyError
 
 
 class AdmissionLimiter:

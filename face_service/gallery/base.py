@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 
-from errors import GalleryError, IdentityExistsError, RecordNotFoundError
-from template_index import NO_TEMPLATE_SIMILARITY, Scoring, clip_similarity
+from face_service.errors import GalleryError, IdentityExistsError, RecordNotFoundError
+from face_service.gallery.template_index import NO_TEMPLATE_SIMILARITY, Scoring, clip_similarity
 
 if TYPE_CHECKING:
-    from settings import Settings
+    from face_service.settings import Settings
 
 __all__ = [
     "NO_TEMPLATE_SIMILARITY",
@@ -353,7 +353,7 @@ def open_gallery(settings: Settings, *, dimension: int = 512) -> Gallery:
     # The backends are imported here: each imports this module, and psycopg only when used.
     url = settings.gallery_database_url
     if not url:
-        from gallery_sqlite import SQLiteGallery
+        from face_service.gallery.sqlite import SQLiteGallery
 
         return SQLiteGallery(
             settings.data_dir / "gallery.sqlite3",
@@ -363,7 +363,7 @@ def open_gallery(settings: Settings, *, dimension: int = 512) -> Gallery:
         )
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("postgresql", "postgres"):
-        from gallery_postgres import PostgresGallery
+        from face_service.gallery.postgres import PostgresGallery
 
         return PostgresGallery(
             url,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from errors import FaceServiceError, InvalidImageError
-from gallery import Gallery, RecordFace
-from imaging import (
+from face_service.errors import FaceServiceError, InvalidImageError
+from face_service.gallery.base import Gallery, RecordFace
+from face_service.imaging import (
     ARCFACE_SIZE,
     ARCFACE_TEMPLATE,
     align_face,

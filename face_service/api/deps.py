@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from admission import AdmissionLimiter
-from extraction import Extractor
-from gallery import Gallery
-from identification import Identification
+from face_service.api.admission import AdmissionLimiter
+from face_service.extraction import Extractor
+from face_service.gallery.base import Gallery
+from face_service.identification import Identification
+from face_service.settings import Settings
 from pipeline import FacePipeline
-from settings import Settings
 
 
 def get_pipeline(request: Request) -> FacePipeline:

@@ -7,10 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
-from dependencies import AdmissionDep, GalleryDep, IdentificationDep, SettingsDep
-from errors import ConfirmationRequiredError, FaceServiceError
-from gallery import UNSET, Identity
-from gallery_schemas import (
+from face_service.api.deps import AdmissionDep, GalleryDep, IdentificationDep, SettingsDep
+from face_service.api.gallery_schemas import (
     IDENTITY_ID_PATTERN,
     DeletedPublic,
     EmbeddingQuery,
@@ -29,16 +27,18 @@ from gallery_schemas import (
     RecordPublic,
     VerifyPublic,
 )
-from identification import EnrollmentImage, IdentifiedFace, unit_vector
-from schemas import ErrorPublic, FacePublic
-from settings import Settings
-from uploads import (
+from face_service.api.schemas import ErrorPublic, FacePublic
+from face_service.api.uploads import (
     multipart_openapi,
     read_image,
     read_multipart,
     require_multipart,
     validation_error,
 )
+from face_service.errors import ConfirmationRequiredError, FaceServiceError
+from face_service.gallery.base import UNSET, Identity
+from face_service.identification import EnrollmentImage, IdentifiedFace, unit_vector
+from face_service.settings import Settings
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorPublic, "description": description}
