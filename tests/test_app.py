@@ -263,7 +263,7 @@ def test_external_triton_serves_a_second_api_without_a_server_of_its_own(
         return found.stdout.split()
 
     before = tritonservers()
-    second = ServiceProcess(api_port=3399, triton_url=service.triton_address, work_dir=tmp_path)
+    second = ServiceProcess(api_port=0, triton_url=service.triton_address, work_dir=tmp_path)
     with second, httpx.Client(base_url=second.url, timeout=60) as client:
         body = embed(client, photos["yaoming"].read_bytes())
         assert body["faces_detected"] == 1

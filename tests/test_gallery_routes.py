@@ -20,8 +20,6 @@ from face_service.testing.service_process import ServiceProcess
 
 pytestmark = pytest.mark.integration
 
-PORTS = {"sqlite": 3310, "postgres": 3311}
-
 
 def jpeg(image: Image.Image, quality: int = 92) -> bytes:
     buffer = io.BytesIO()
@@ -60,9 +58,7 @@ def start_gallery_service(
     env = {"FACE_DATA_DIR": str(work_dir / "data")}
     if backend == "postgres":
         env["FACE_GALLERY_DATABASE_URL"] = postgres_url
-    return ServiceProcess(
-        api_port=PORTS[backend], triton_url=service.triton_address, work_dir=work_dir, env=env
-    )
+    return ServiceProcess(api_port=0, triton_url=service.triton_address, work_dir=work_dir, env=env)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

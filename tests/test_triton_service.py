@@ -254,7 +254,7 @@ def test_generated_configs_are_what_triton_serves(service: ServiceProcess) -> No
 
 @pytest.mark.integration
 def test_triton_dies_with_the_api_process_even_on_sigkill(tmp_path: Path) -> None:
-    api = ServiceProcess(api_port=3398, triton_port=8396, work_dir=tmp_path, startup_timeout_s=120)
+    api = ServiceProcess(api_port=0, triton_port=0, work_dir=tmp_path, startup_timeout_s=120)
     with api:
         assert len(api.triton_pids()) == 1
         assert api.process is not None

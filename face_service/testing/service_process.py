@@ -3,8 +3,10 @@ integration tests and the benchmark scripts run against."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,10 +24,11 @@ from face_service.settings import REPOSITORY_ROOT
 
 @dataclass
 class ServiceProcess:
-    """``with ServiceProcess(api_port=3300, triton_port=8300, work_dir=tmp) as service: ...``
+    """``with ServiceProcess(api_port=0, triton_port=0, work_dir=tmp) as service: ...``
 
     Triton takes ``triton_port`` (HTTP) and the next two ports (gRPC, metrics), unless
-    ``triton_url`` names an external one. Logs go to ``work_dir``."""
+    ``triton_url`` names an external one. A port of 0 is replaced by free ones (three for
+    Triton), so that test runs side by side never collide. Logs go to ``work_dir``."""
 
     api_port: int
     work_dir: Path
@@ -34,6 +37,12 @@ class ServiceProcess:
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 240.0
     process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if self.api_port == 0:
+            self.api_port = free_ports(1)
+        if self.triton_port == 0:
+            self.triton_port = free_ports(3)
 
     @property
     def url(self) -> str:
@@ -129,6 +138,22 @@ class ServiceProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports that are free on 127.0.0.1 now."""
+    for _ in range(100):
+        with contextlib.ExitStack() as stack:
+            first = stack.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            start = first.getsockname()[1]
+            try:
+                for port in range(start + 1, start + count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return start
+    raise RuntimeError(f"no {count} consecutive free ports found")
 
 
 @contextmanager
