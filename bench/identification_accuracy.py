@@ -2,9 +2,9 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/identification.py
-    .venv/bin/python bench/identification.py --env FACE_GALLERY_EXACT_SEARCH_BELOW=0
-    .venv/bin/python bench/identification.py --output-json /tmp/identification.json
+    .venv/bin/python bench/identification_accuracy.py
+    .venv/bin/python bench/identification_accuracy.py --env FACE_GALLERY_EXACT_SEARCH_BELOW=0
+    .venv/bin/python bench/identification_accuracy.py --output-json /tmp/identification.json
 
 The service runs as a subprocess (API on port 3800, Triton on 8800-8802) with its gallery in a
 temporary ``FACE_DATA_DIR``; ``--env KEY=VALUE`` (repeatable) is passed to every API process.
