@@ -33,17 +33,19 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from face_service.errors import ModelRepositoryError
-from face_service.settings import get_settings
-from triton_service import (
+from face_service.inference.model_config import (
+    detect_backend,
+    model_serving_options,
+    write_model_configs,
+)
+from face_service.inference.names import (
     DETECTOR_MODEL,
     METADATA_PREFIX,
     MODEL_FILENAME,
     MODEL_VERSION,
     RECOGNIZER_MODEL,
-    detect_backend,
-    model_serving_options,
-    write_model_configs,
 )
+from face_service.settings import get_settings
 
 logger = logging.getLogger("extract_insightface_models")
 

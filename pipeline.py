@@ -19,8 +19,9 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from face_service.errors import ModelConfigError, NoFaceError
 from face_service.imaging import ARCFACE_SIZE, align_face, decode_image, letterbox, pad_to_square
+from face_service.inference.client import TritonClient
+from face_service.inference.names import DETECTOR_MODEL, METADATA_PREFIX, RECOGNIZER_MODEL
 from face_service.settings import Settings
-from triton_service import DETECTOR_MODEL, METADATA_PREFIX, RECOGNIZER_MODEL, TritonClient
 
 SCRFD_STRIDES = (8, 16, 32)
 # Canvas factor for the retry when nothing was found: SCRFD misses faces that fill the frame.

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     triton_max_queue_delay_us: int = Field(0, ge=0)
     recognizer_max_batch_size: int = Field(32, ge=1)
     detector_max_batch_size: int = Field(4, ge=1)
+    # More tritonserver flags, split like a shell would (e.g. "--log-verbose=1"), for the local
+    # server and Docker/start.sh alike; they come last, so they override the service's own.
+    triton_extra_args: str = ""
 
     # Detection and verification
     detector_input_size: int = Field(640, ge=64, le=2048, multiple_of=32)

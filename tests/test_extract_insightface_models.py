@@ -24,8 +24,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2 as mc
 
 import extract_insightface_models as extract
+from face_service.inference.model_config import PYTHON_MODEL_SOURCE, parse_config
 from face_service.settings import get_settings
-from triton_service import PYTHON_MODEL_SOURCE, parse_config
 
 DETECTOR_FILE = "scrfd_500m_bnkps.onnx"
 RECOGNIZER_FILE = "w600k_mbf.onnx"

@@ -11,6 +11,7 @@ import pytest
 from conftest import vectron_dir
 
 from face_service.imaging import ARCFACE_TEMPLATE
+from face_service.inference.client import TritonClient
 from face_service.settings import Settings
 from face_service.testing.service_process import ServiceProcess
 from pipeline import (
@@ -25,7 +26,6 @@ from pipeline import (
     most_prominent,
     nms,
 )
-from triton_service import TritonClient
 
 
 def test_anchor_centers_are_row_major_and_repeated_per_anchor() -> None:

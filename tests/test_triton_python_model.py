@@ -8,8 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
+from face_service.inference.client import TritonClient
 from face_service.testing.service_process import ServiceProcess
-from triton_service import TritonClient
 
 pytestmark = pytest.mark.integration
 
