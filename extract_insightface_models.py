@@ -45,6 +45,7 @@ from face_service.inference.names import (
     MODEL_VERSION,
     RECOGNIZER_MODEL,
 )
+from face_service.inference.scrfd import ScrfdLayoutError, group_outputs
 from face_service.settings import get_settings
 
 logger = logging.getLogger("extract_insightface_models")
@@ -60,8 +61,6 @@ PIXELS_INPUT = "pixels"
 REPOSITORY_FORMAT = 2
 # SCRFD's input normalisation (pixel - mean) / std, as InsightFace's scrfd.py applies it.
 SCRFD_NORMALIZATION = (127.5, 128.0)
-# SCRFD output groups by their last dimension: scores, boxes (distances), 5 keypoints.
-SCRFD_GROUPS = {1: "score", 4: "bbox", 10: "kps"}
 
 
 @dataclass(frozen=True)
@@ -130,21 +129,17 @@ def classify(model: onnx.ModelProto) -> str:
 
 def scrfd_layout(model: onnx.ModelProto, path: Path) -> str:
     """'batched' ([N,A,k] outputs) or 'unbatched' ([A,k]); anything else is refused."""
-    outputs = list(model.graph.output)
-    ranks = {len(_dims(o)) for o in outputs}
-    last = [_dims(o)[-1] for o in outputs]
-    counts = {k: last.count(k) for k in SCRFD_GROUPS}
-    strides = counts[1]
-    if (
-        ranks not in ({2}, {3})
-        or set(last) != set(SCRFD_GROUPS)
-        or counts[4] != strides
-        or counts[10] != strides
-        or strides != 3
-    ):
-        shapes = {o.name: _dims(o) for o in outputs}
+    dims = {output.name: _dims(output) for output in model.graph.output}
+    ranks = {len(shape) for shape in dims.values()}
+    try:
+        group_outputs((name, shape[-1] if shape else None) for name, shape in dims.items())
+    except ScrfdLayoutError:
+        grouped = False
+    else:
+        grouped = True
+    if not grouped or ranks not in ({2}, {3}):
         raise ModelRepositoryError(
-            f"{path}: unknown SCRFD output layout {shapes}; expected 3 strides of score [.,1], "
+            f"{path}: unknown SCRFD output layout {dims}; expected 3 strides of score [.,1], "
             "bbox [.,4] and kps [.,10] outputs, all batched [N,A,k] or all unbatched [A,k]"
         )
     return "batched" if ranks == {3} else "unbatched"

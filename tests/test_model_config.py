@@ -20,13 +20,14 @@ from face_service.inference.model_config import (
     TensorSpec,
     build_model_config,
     detect_backend,
+    embedding_dimension,
     model_serving_options,
     parse_config,
     read_onnx_spec,
     serialize_config,
     write_model_configs,
 )
-from face_service.inference.names import METADATA_PREFIX
+from face_service.inference.names import METADATA_PREFIX, RECOGNIZER_MODEL
 from face_service.settings import Settings
 from face_service.testing.service_process import ServiceProcess
 
@@ -195,3 +196,34 @@ def test_generated_configs_are_what_triton_serves(service: ServiceProcess) -> No
     assert np.all(np.isfinite(embeddings))
     # Three different inputs give three different embeddings: nothing is served from a batch slot.
     assert not np.allclose(embeddings[0], embeddings[1])
+
+
+def write_recognizer(repository: Path, width: int | str) -> None:
+    """An embedding model (N, 4) -> (N, 3) that declares ``width`` as its output's last dim."""
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], [0.0] * 12)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["embedding"])],
+        "recognizer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", width])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = repository / RECOGNIZER_MODEL / "1" / "model.onnx"
+    path.parent.mkdir(parents=True)
+    onnx.save(model, str(path))
+
+
+def test_embedding_dimension_is_read_from_the_recognizer_file(tmp_path: Path) -> None:
+    write_recognizer(tmp_path / "declared", 3)
+    assert embedding_dimension(tmp_path / "declared") == 3
+    # A dynamic width is inferred from the weights.
+    write_recognizer(tmp_path / "dynamic", "width")
+    assert embedding_dimension(tmp_path / "dynamic") == 3
+    with pytest.raises(ModelRepositoryError, match=r"extract_insightface_models\.py"):
+        embedding_dimension(tmp_path / "empty")
+
+
+@pytest.mark.integration  # reads the installed model repository
+def test_embedding_dimension_of_the_installed_pack_is_512() -> None:
+    assert embedding_dimension(Settings().model_repository) == 512

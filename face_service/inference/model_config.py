@@ -1,7 +1,8 @@
 """Triton model configurations as data: an ONNX file's facts (:func:`read_onnx_spec`) plus how it
 is served (:class:`ServingOptions`) give Triton's own ``ModelConfig`` protobuf
 (:func:`build_model_config`), written as ``config.pbtxt`` (:func:`write_model_configs`) and read
-back with :func:`parse_config`."""
+back with :func:`parse_config`. :func:`embedding_dimension` reads the recognizer's embedding width
+from its ONNX file, for what must be sized before Triton answers."""
 
 from __future__ import annotations
 
@@ -189,3 +190,29 @@ def write_model_configs(
             python_model.unlink(missing_ok=True)
         configs[name] = config
     return configs
+
+
+def embedding_dimension(repository: Path) -> int:
+    """The width of the recognizer's embeddings, from its ONNX file in ``repository``: the
+    declared last output dimension, else what ONNX shape inference derives from the weights."""
+    path = model_path(repository, RECOGNIZER_MODEL)
+    if not path.is_file():
+        raise ModelRepositoryError(
+            f"{path} is missing: run `python extract_insightface_models.py` first"
+        )
+    spec = read_onnx_spec(path)
+    if len(spec.outputs) != 1 or not spec.outputs[0].dims:
+        raise ModelRepositoryError(f"{path}: expected one embedding output [N, D]")
+    declared = spec.outputs[0].dims[-1]
+    if declared > 0:
+        return declared
+    try:
+        inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    except (OSError, DecodeError, onnx.shape_inference.InferenceError) as error:
+        raise ModelRepositoryError(f"{path}: cannot infer the embedding width: {error}") from error
+    dims = inferred.graph.output[0].type.tensor_type.shape.dim
+    if not dims or not dims[-1].HasField("dim_value") or dims[-1].dim_value < 1:
+        raise ModelRepositoryError(
+            f"{path}: the embedding output declares no width and shape inference finds none"
+        )
+    return dims[-1].dim_value
