@@ -7,7 +7,7 @@
 Each model is checked with ``onnx.checker``, classified (SCRFD detector or ArcFace recognizer),
 given a dynamic batch dimension where its file declares a fixed one on outputs, tagged with the
 facts the pipeline needs (ONNX metadata, copied into config parameters), and written to
-``model_repository/{face_detector,fr_model}/1/model.onnx`` with a generated ``config.pbtxt``.
+``model_repository/{face_detector,face_recognizer}/1/model.onnx`` with a generated ``config.pbtxt``.
 ``model_repository/manifest.json`` records what was installed. A second run with the same sources
 changes nothing. The work is done by face_service.inference.model_packs; this is its command line.
 """

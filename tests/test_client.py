@@ -26,10 +26,10 @@ def test_client_of_an_unreachable_triton_raises_model_unavailable() -> None:
         client = TritonClient(f"127.0.0.1:{port}", timeout_s=5)
         try:
             assert await client.server_ready() is False
-            with pytest.raises(ModelUnavailableError, match="'fr_model' is not available"):
-                await client.infer("fr_model", {"x": np.zeros((1, 3), np.float32)}, ["y"])
-            with pytest.raises(ModelUnavailableError, match="'fr_model' is not available"):
-                await client.model_config("fr_model")
+            with pytest.raises(ModelUnavailableError, match="'face_recognizer' is not available"):
+                await client.infer("face_recognizer", {"x": np.zeros((1, 3), np.float32)}, ["y"])
+            with pytest.raises(ModelUnavailableError, match="'face_recognizer' is not available"):
+                await client.model_config("face_recognizer")
         finally:
             await client.close()
 
@@ -67,7 +67,7 @@ def test_shm_region_without_room_in_dev_shm_is_an_error_not_a_crash(
         client = TritonClient("127.0.0.1:1", timeout_s=5, transport="shm")
         try:
             with pytest.raises(ModelUnavailableError, match="no room for 1048576 bytes"):
-                await client.infer("fr_model", {"x": np.zeros((1, 3), np.float32)}, ["y"])
+                await client.infer("face_recognizer", {"x": np.zeros((1, 3), np.float32)}, ["y"])
         finally:
             await client.close()
         return client.shm_prefix
@@ -91,7 +91,7 @@ def random_input(shape: tuple[int, ...], pixels: bool, seed: int) -> np.ndarray:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    ("model", "shape"), [("face_detector", (1, 3, 640, 640)), ("fr_model", (3, 3, 112, 112))]
+    ("model", "shape"), [("face_detector", (1, 3, 640, 640)), ("face_recognizer", (3, 3, 112, 112))]
 )
 def test_shm_transport_gives_the_outputs_of_binary(
     service: ServiceProcess, model: str, shape: tuple[int, ...]
@@ -126,14 +126,15 @@ def test_concurrent_shm_calls_each_get_their_own_result(
             service.triton_address, timeout_s=30, transport="shm", shm_pool_size=pool_size
         )
         try:
-            name, [output], pixels = await model_io(binary, "fr_model")
+            name, [output], pixels = await model_io(binary, "face_recognizer")
             # Distinct inputs of different sizes: regions are created, reused and grown.
             batches = [random_input((n, 3, 112, 112), pixels, seed=n) for n in range(1, 9)]
             expected = [
-                (await binary.infer("fr_model", {name: b}, [output]))[output] for b in batches
+                (await binary.infer("face_recognizer", {name: b}, [output]))[output]
+                for b in batches
             ]
             results = await asyncio.gather(
-                *(shared.infer("fr_model", {name: b}, [output]) for b in batches)
+                *(shared.infer("face_recognizer", {name: b}, [output]) for b in batches)
             )
             regions = len(shm_files(shared.shm_prefix))
         finally:
@@ -156,14 +157,14 @@ def test_shm_regions_are_registered_again_after_triton_forgets_them_and_freed_on
         other = TritonClient(service.triton_address, timeout_s=30)
         shared = TritonClient(service.triton_address, timeout_s=30, transport="shm")
         try:
-            name, [output], pixels = await model_io(other, "fr_model")
+            name, [output], pixels = await model_io(other, "face_recognizer")
             crops = random_input((2, 3, 112, 112), pixels, seed=3)
-            first = (await shared.infer("fr_model", {name: crops}, [output]))[output]
+            first = (await shared.infer("face_recognizer", {name: crops}, [output]))[output]
             regions = shm_files(shared.shm_prefix)
             # What a restarted Triton looks like: it knows none of the client's regions.
             for region in regions:
                 await other._client.unregister_system_shared_memory(region)
-            again = (await shared.infer("fr_model", {name: crops}, [output]))[output]
+            again = (await shared.infer("face_recognizer", {name: crops}, [output]))[output]
         finally:
             await shared.close()
         try:
@@ -193,10 +194,10 @@ def test_shm_with_a_triton_that_cannot_map_the_region_says_so(
     async def call() -> str:
         client = TritonClient(service.triton_address, timeout_s=30, transport="shm")
         try:
-            name, outputs, pixels = await model_io(client, "fr_model")
+            name, outputs, pixels = await model_io(client, "face_recognizer")
             with pytest.raises(ModelUnavailableError, match="FACE_TRITON_TRANSPORT=binary"):
                 await client.infer(
-                    "fr_model", {name: random_input((1, 3, 112, 112), pixels, 4)}, outputs
+                    "face_recognizer", {name: random_input((1, 3, 112, 112), pixels, 4)}, outputs
                 )
         finally:
             await client.close()

@@ -51,8 +51,8 @@ def recognizer_spec(**metadata: str) -> OnnxModelSpec:
 
 def test_batchable_model_gets_dynamic_batching_without_the_batch_dim() -> None:
     spec = recognizer_spec(**{METADATA_PREFIX + "similarity_threshold": "0.3", "other": "x"})
-    config = parse_config(serialize_config(build_model_config("fr_model", spec, OPTIONS)))
-    assert config.name == "fr_model"
+    config = parse_config(serialize_config(build_model_config("face_recognizer", spec, OPTIONS)))
+    assert config.name == "face_recognizer"
     assert config.backend == "python"
     assert config.max_batch_size == 16
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
@@ -73,7 +73,7 @@ def test_batchable_model_gets_dynamic_batching_without_the_batch_dim() -> None:
 
 def test_onnxruntime_backend_names_the_onnx_file() -> None:
     options = ServingOptions(**{**OPTIONS.__dict__, "backend": "onnxruntime"})
-    config = build_model_config("fr_model", recognizer_spec(), options)
+    config = build_model_config("face_recognizer", recognizer_spec(), options)
     assert config.backend == "onnxruntime"
     assert config.default_model_filename == "model.onnx"
     assert "onnx_model_filename" not in config.parameters
@@ -105,7 +105,7 @@ def test_declared_unbatched_layout_wins_over_shapes() -> None:
 def test_unknown_backend_is_refused() -> None:
     options = ServingOptions(**{**OPTIONS.__dict__, "backend": "tensorrt"})
     with pytest.raises(ModelConfigError, match="'tensorrt'"):
-        build_model_config("fr_model", recognizer_spec(), options)
+        build_model_config("face_recognizer", recognizer_spec(), options)
 
 
 def write_tiny_onnx(path: Path, elem_type: int = TensorProto.FLOAT) -> None:
@@ -141,21 +141,24 @@ def test_read_onnx_spec_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_write_model_configs_for_both_backends(tmp_path: Path) -> None:
-    for name in ("face_detector", "fr_model"):
+    for name in ("face_detector", "face_recognizer"):
         (tmp_path / name / "1").mkdir(parents=True)
         write_tiny_onnx(tmp_path / name / "1" / "model.onnx")
     options = model_serving_options(
         Settings(triton_instances=1, triton_intra_op_threads=2), "python"
     )
     configs = write_model_configs(tmp_path, options)
-    assert set(configs) == {"face_detector", "fr_model"}
-    assert parse_config((tmp_path / "fr_model" / "config.pbtxt").read_text()) == configs["fr_model"]
-    assert (tmp_path / "fr_model" / "1" / "model.py").is_file()
-    assert configs["fr_model"].max_batch_size == 32
+    assert set(configs) == {"face_detector", "face_recognizer"}
+    assert (
+        parse_config((tmp_path / "face_recognizer" / "config.pbtxt").read_text())
+        == configs["face_recognizer"]
+    )
+    assert (tmp_path / "face_recognizer" / "1" / "model.py").is_file()
+    assert configs["face_recognizer"].max_batch_size == 32
     assert configs["face_detector"].max_batch_size == 4
     write_model_configs(tmp_path, model_serving_options(Settings(), "onnxruntime"))
-    assert not (tmp_path / "fr_model" / "1" / "model.py").exists()
-    assert 'backend: "onnxruntime"' in (tmp_path / "fr_model" / "config.pbtxt").read_text()
+    assert not (tmp_path / "face_recognizer" / "1" / "model.py").exists()
+    assert 'backend: "onnxruntime"' in (tmp_path / "face_recognizer" / "config.pbtxt").read_text()
 
 
 def test_write_model_configs_without_models_says_what_to_run(tmp_path: Path) -> None:
@@ -182,9 +185,11 @@ def test_generated_configs_are_what_triton_serves(service: ServiceProcess) -> No
     async def call() -> tuple[mc.ModelConfig, np.ndarray]:
         client = TritonClient(service.triton_address, timeout_s=30)
         try:
-            config = await client.model_config("fr_model")
+            config = await client.model_config("face_recognizer")
             crops = np.random.default_rng(0).integers(0, 256, (3, 3, 112, 112), dtype=np.uint8)
-            output = await client.infer("fr_model", {"pixels": crops}, [config.output[0].name])
+            output = await client.infer(
+                "face_recognizer", {"pixels": crops}, [config.output[0].name]
+            )
             return config, output[config.output[0].name]
         finally:
             await client.close()

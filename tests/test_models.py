@@ -55,7 +55,7 @@ def detector_config(data_type: int = mc.TYPE_UINT8, max_batch_size: int = 4) -> 
 
 
 def recognizer_config(data_type: int = mc.TYPE_UINT8, width: int = 512) -> mc.ModelConfig:
-    config = mc.ModelConfig(name="fr_model", max_batch_size=32)
+    config = mc.ModelConfig(name="face_recognizer", max_batch_size=32)
     config.input.add(name="pixels", data_type=data_type, dims=[3, 112, 112])
     config.output.add(name="embedding", data_type=mc.TYPE_FP32, dims=[width])
     return config

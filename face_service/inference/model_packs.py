@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 
 from face_service.errors import ModelRepositoryError
 from face_service.inference.model_config import model_path
-from face_service.inference.names import DETECTOR_MODEL, RECOGNIZER_MODEL
+from face_service.inference.names import DETECTOR_MODEL, RECOGNIZER_MODEL, RETIRED_MODEL_NAMES
 from face_service.inference.onnx_rewrite import (
     arcface_normalization,
     classify,
@@ -41,8 +41,9 @@ LICENSE_NOTE = (
     "(https://github.com/deepinsight/insightface#license)."
 )
 MANIFEST = "manifest.json"
-# The manifest's format changes whenever what install() writes does, so that reruns redo it.
-REPOSITORY_FORMAT = 2
+# The manifest's format changes whenever what install() writes does, so that reruns redo it
+# (3: the recognizer is face_recognizer, no longer fr_model).
+REPOSITORY_FORMAT = 3
 # SCRFD's input normalisation (pixel - mean) / std, as InsightFace's scrfd.py applies it.
 SCRFD_NORMALIZATION = (127.5, 128.0)
 
@@ -273,6 +274,7 @@ def install(source: SourceModels, repository: Path) -> dict[str, object]:
             )
         ):
             logger.info("model pack %s is already installed in %s", source.pack, repository)
+            remove_retired_models(repository)
             return current
     models: dict[str, object] = {}
     for name, prepare in (
@@ -299,4 +301,14 @@ def install(source: SourceModels, repository: Path) -> dict[str, object]:
         "models": models,
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    remove_retired_models(repository)
     return manifest
+
+
+def remove_retired_models(repository: Path) -> None:
+    """Removes the folders of models that older versions installed under other names."""
+    for name in RETIRED_MODEL_NAMES:
+        folder = repository / name
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            logger.info("removed %s, a model folder of an older version", folder)
