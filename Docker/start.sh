@@ -10,32 +10,34 @@
 # Before Triton starts, the config.pbtxt files are rewritten for this machine (onnxruntime threads
 # follow its cores; FACE_TRITON_INSTANCES, FACE_*_MAX_BATCH_SIZE and the like apply), or, with
 # FACE_MODEL_PACK set, that pack is installed first. A read-only repository keeps its configs.
+# tritonserver's flags come from face_service.inference.server_arguments: the one list that the
+# local server of `python app.py` gets too (ports, FACE_TRITON_EXTRA_ARGS and all).
 #
 # SIGTERM or SIGINT goes to the API; once it has exited, Triton gets SIGTERM (then SIGKILL after
 # FACE_STOP_GRACE_S, 15 s). Triton shuts down gracefully on SIGTERM as on SIGINT, and SIGTERM also
 # stops it while it is still loading models, when a background job ignores SIGINT. If either
 # process dies, the other is stopped and the script exits non-zero.
+#
+# Every FACE_* variable is a setting of face_service/settings.py; the few read here are read
+# before any Python runs, with the same defaults (FACE_MODEL_REPOSITORY: /models, the image's).
 set -euo pipefail
 
 APP_DIR="$(cd "$(dirname "$(readlink -f "$0")")" && pwd)"
 PYTHON="${FACE_PYTHON:-python3}"
 TRITONSERVER="${FACE_TRITONSERVER:-tritonserver}"
-MODELS="${FACE_MODEL_REPOSITORY:-/models}"
+# Exported: the Python steps below read it through the settings.
+export FACE_MODEL_REPOSITORY="${FACE_MODEL_REPOSITORY:-/models}"
+MODELS="$FACE_MODEL_REPOSITORY"
 BACKEND="${FACE_TRITON_BACKEND:-onnxruntime}"
 [ "$BACKEND" = auto ] && BACKEND=onnxruntime  # this image's Triton has the native backend
-HTTP_PORT="${FACE_TRITON_HTTP_PORT:-8000}"
-GRPC_PORT="${FACE_TRITON_GRPC_PORT:-8001}"
-METRICS_PORT="${FACE_TRITON_METRICS_PORT:-8002}"
 STARTUP_TIMEOUT_S="${FACE_TRITON_STARTUP_TIMEOUT_S:-180}"
 STARTUP_TIMEOUT_S="${STARTUP_TIMEOUT_S%%.*}"  # the app's setting is a float
 STOP_GRACE_S="${FACE_STOP_GRACE_S:-15}"
-# Extra tritonserver flags, split on whitespace (e.g. "--log-verbose=1").
-read -r -a EXTRA_ARGS <<< "${FACE_TRITON_EXTRA_ARGS:-}"
 
 log() { echo "start.sh: $*" >&2; }
 
 is_uint() { case "$1" in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
-for value in STARTUP_TIMEOUT_S STOP_GRACE_S HTTP_PORT GRPC_PORT METRICS_PORT; do
+for value in STARTUP_TIMEOUT_S STOP_GRACE_S; do
   if ! is_uint "${!value}"; then
     log "$value must be a whole number, not '${!value}'"
     exit 2
@@ -52,31 +54,26 @@ prepare_models() {
     return
   fi
   # Configs only: the ONNX files in the repository stay as they are (a mounted pack included).
-  if ! "$PYTHON" - "$MODELS" "$BACKEND" <<'PY'
-import sys
-from pathlib import Path
-
-from settings import get_settings
-from triton_service import model_serving_options, write_model_configs
-
-write_model_configs(Path(sys.argv[1]), model_serving_options(get_settings(), sys.argv[2]))
-PY
-  then
+  if ! "$PYTHON" -m face_service.inference.model_config --backend "$BACKEND"; then
     log "could not rewrite the configs in $MODELS; Triton serves the ones it has"
   fi
 }
 
-# Sets the array `arguments` to tritonserver's flags; $1: the address to listen on.
+# Sets the array `arguments` to tritonserver's flags and HTTP_PORT to its HTTP port;
+# $1: the address to listen on.
 triton_arguments() {
-  arguments=(
-    "--model-repository=$MODELS"
-    "--http-address=$1" "--http-port=$HTTP_PORT"
-    "--grpc-address=$1" "--grpc-port=$GRPC_PORT"
-    "--metrics-address=$1" "--metrics-port=$METRICS_PORT"
-    --allow-metrics=true --strict-readiness=true --exit-on-error=true
-    --log-verbose=0 --exit-timeout-secs=10
-    "${EXTRA_ARGS[@]}"
+  arguments=()
+  mapfile -d '' -t arguments < <(
+    "$PYTHON" -m face_service.inference.server_arguments --null --address "$1"
   )
+  if [ "${#arguments[@]}" -eq 0 ]; then
+    log "could not build tritonserver's arguments (see the error above)"
+    exit 2
+  fi
+  HTTP_PORT=""
+  for argument in "${arguments[@]}"; do
+    case "$argument" in --http-port=*) HTTP_PORT="${argument#--http-port=}" ;; esac
+  done
 }
 
 if [ "${1:-}" = triton ]; then
@@ -136,7 +133,7 @@ trap 'on_signal INT' INT
 prepare_models
 
 triton_arguments "$BIND"
-log "starting tritonserver on $BIND:$HTTP_PORT (gRPC $GRPC_PORT, metrics $METRICS_PORT)"
+log "starting tritonserver ${arguments[*]}"
 "$TRITONSERVER" "${arguments[@]}" &
 triton_pid=$!
 

@@ -77,8 +77,8 @@ import onnxruntime
 from insightface.app import FaceAnalysis
 from peer import build_peer, decode, percentiles, vectron_model_dir
 
+from face_service.inference.names import DETECTOR_MODEL, RECOGNIZER_MODEL
 from face_service.testing.service_process import ServiceProcess
-from triton_service import DETECTOR_MODEL, RECOGNIZER_MODEL
 
 SERVICE_PORT = 3700
 TRITON_PORT = 8700  # and the next two

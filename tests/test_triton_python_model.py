@@ -8,8 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
+from face_service.inference.client import TritonClient
 from face_service.testing.service_process import ServiceProcess
-from triton_service import TritonClient
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ def test_concurrent_requests_get_their_own_results(service: ServiceProcess) -> N
         try:
 
             async def embed(batch: np.ndarray) -> np.ndarray:
-                return (await client.infer("fr_model", {"pixels": batch}, ["516"]))["516"]
+                return (await client.infer("face_recognizer", {"pixels": batch}, ["516"]))["516"]
 
             alone = [await embed(batch) for batch in batches]
             together = await asyncio.gather(*(embed(batch) for batch in batches))

@@ -1,8 +1,8 @@
 """Triton python-backend model that runs the ONNX file beside it with onnxruntime.
 
-triton_service.py copies this file as ``<model>/<version>/model.py`` when the server has no
-native onnxruntime backend (the ``tritonserver`` of the nvidia-pytriton wheel). It reads
-everything from the model configuration Triton hands it, so one file serves every model.
+face_service.inference.model_config copies this file as ``<model>/<version>/model.py`` when the
+server has no native onnxruntime backend (the ``tritonserver`` of the nvidia-pytriton wheel). It
+reads everything from the model configuration Triton hands it, so one file serves every model.
 Requests that arrive together (dynamic batching) with equal non-batch shapes run as one
 onnxruntime call.
 """

@@ -1,0 +1,206 @@
+"""The Triton client: errors of an unreachable server, and inputs through shared memory (region
+names, a full /dev/shm, parity with binary HTTP, concurrency, re-registration, cleanup)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+
+import numpy as np
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from face_service.errors import ModelUnavailableError
+from face_service.inference.client import TritonClient
+from face_service.testing.service_process import ServiceProcess
+
+
+def test_client_of_an_unreachable_triton_raises_model_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here once closed
+
+    async def call() -> None:
+        client = TritonClient(f"127.0.0.1:{port}", timeout_s=5)
+        try:
+            assert await client.server_ready() is False
+            with pytest.raises(ModelUnavailableError, match="'face_recognizer' is not available"):
+                await client.infer("face_recognizer", {"x": np.zeros((1, 3), np.float32)}, ["y"])
+            with pytest.raises(ModelUnavailableError, match="'face_recognizer' is not available"):
+                await client.model_config("face_recognizer")
+        finally:
+            await client.close()
+
+    asyncio.run(call())
+
+
+def test_shm_region_names_differ_between_clients_and_name_the_process() -> None:
+    async def call() -> tuple[str, str]:
+        first = TritonClient("127.0.0.1:1", timeout_s=5, transport="shm")
+        second = TritonClient("127.0.0.1:1", timeout_s=5, transport="shm")
+        await first.close()
+        await second.close()
+        return first.shm_prefix, second.shm_prefix
+
+    first, second = asyncio.run(call())
+    assert first != second
+    assert first.startswith(f"face_{os.getpid()}_")
+    assert second.startswith(f"face_{os.getpid()}_")
+
+
+def shm_files(prefix: str) -> list[str]:
+    return [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
+
+
+def test_shm_region_without_room_in_dev_shm_is_an_error_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # Without the reservation, writing into the sparse region would end this process (SIGBUS).
+    monkeypatch.setattr(os, "posix_fallocate", full)
+
+    async def call() -> str:
+        client = TritonClient("127.0.0.1:1", timeout_s=5, transport="shm")
+        try:
+            with pytest.raises(ModelUnavailableError, match="no room for 1048576 bytes"):
+                await client.infer("face_recognizer", {"x": np.zeros((1, 3), np.float32)}, ["y"])
+        finally:
+            await client.close()
+        return client.shm_prefix
+
+    assert shm_files(asyncio.run(call())) == []
+
+
+async def model_io(client: TritonClient, model: str) -> tuple[str, list[str], bool]:
+    """The model's input name, output names, and whether it takes uint8 pixels."""
+    config = await client.model_config(model)
+    pixels = config.input[0].data_type == mc.TYPE_UINT8
+    return config.input[0].name, [output.name for output in config.output], pixels
+
+
+def random_input(shape: tuple[int, ...], pixels: bool, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if pixels:
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("model", "shape"), [("face_detector", (1, 3, 640, 640)), ("face_recognizer", (3, 3, 112, 112))]
+)
+def test_shm_transport_gives_the_outputs_of_binary(
+    service: ServiceProcess, model: str, shape: tuple[int, ...]
+) -> None:
+    async def call() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        binary = TritonClient(service.triton_address, timeout_s=30)
+        shared = TritonClient(service.triton_address, timeout_s=30, transport="shm")
+        try:
+            name, outputs, pixels = await model_io(binary, model)
+            tensor = random_input(shape, pixels, seed=1)
+            expected = await binary.infer(model, {name: tensor}, outputs)
+            return expected, await shared.infer(model, {name: tensor}, outputs)
+        finally:
+            await shared.close()
+            await binary.close()
+
+    expected, actual = asyncio.run(call())
+    assert actual.keys() == expected.keys()
+    for name, array in expected.items():
+        assert actual[name].shape == array.shape
+        np.testing.assert_allclose(actual[name], array, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("pool_size", [8, 3])
+def test_concurrent_shm_calls_each_get_their_own_result(
+    service: ServiceProcess, pool_size: int
+) -> None:
+    async def call() -> tuple[list[np.ndarray], list[np.ndarray], str, int]:
+        binary = TritonClient(service.triton_address, timeout_s=30)
+        shared = TritonClient(
+            service.triton_address, timeout_s=30, transport="shm", shm_pool_size=pool_size
+        )
+        try:
+            name, [output], pixels = await model_io(binary, "face_recognizer")
+            # Distinct inputs of different sizes: regions are created, reused and grown.
+            batches = [random_input((n, 3, 112, 112), pixels, seed=n) for n in range(1, 9)]
+            expected = [
+                (await binary.infer("face_recognizer", {name: b}, [output]))[output]
+                for b in batches
+            ]
+            results = await asyncio.gather(
+                *(shared.infer("face_recognizer", {name: b}, [output]) for b in batches)
+            )
+            regions = len(shm_files(shared.shm_prefix))
+        finally:
+            await shared.close()
+            await binary.close()
+        return expected, [result[output] for result in results], shared.shm_prefix, regions
+
+    expected, actual, prefix, regions = asyncio.run(call())
+    assert 1 <= regions <= pool_size
+    for want, got in zip(expected, actual, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert shm_files(prefix) == []
+
+
+@pytest.mark.integration
+def test_shm_regions_are_registered_again_after_triton_forgets_them_and_freed_on_close(
+    service: ServiceProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def call() -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
+        other = TritonClient(service.triton_address, timeout_s=30)
+        shared = TritonClient(service.triton_address, timeout_s=30, transport="shm")
+        try:
+            name, [output], pixels = await model_io(other, "face_recognizer")
+            crops = random_input((2, 3, 112, 112), pixels, seed=3)
+            first = (await shared.infer("face_recognizer", {name: crops}, [output]))[output]
+            regions = shm_files(shared.shm_prefix)
+            # What a restarted Triton looks like: it knows none of the client's regions.
+            for region in regions:
+                await other._client.unregister_system_shared_memory(region)
+            again = (await shared.infer("face_recognizer", {name: crops}, [output]))[output]
+        finally:
+            await shared.close()
+        try:
+            status = await other._client.get_system_shared_memory_status()
+        finally:
+            await other.close()
+        registered = [region["name"] for region in status if region["name"] in regions]
+        return first, again, regions, registered, shm_files(shared.shm_prefix)
+
+    first, again, regions, registered, files = asyncio.run(call())
+    np.testing.assert_allclose(again, first, rtol=1e-5, atol=1e-6)
+    assert "registering it again" in caplog.text
+    assert regions  # the client did use shared memory ...
+    assert files == []  # ... and close() unlinked it
+    assert registered == []  # and unregistered it from Triton
+
+
+@pytest.mark.integration
+def test_shm_with_a_triton_that_cannot_map_the_region_says_so(
+    service: ServiceProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Triton on another host (or without this /dev/shm) cannot open the client's regions.
+    monkeypatch.setattr(
+        "face_service.inference.shared_memory._reserve", lambda path, byte_size: path.unlink()
+    )
+
+    async def call() -> str:
+        client = TritonClient(service.triton_address, timeout_s=30, transport="shm")
+        try:
+            name, outputs, pixels = await model_io(client, "face_recognizer")
+            with pytest.raises(ModelUnavailableError, match="FACE_TRITON_TRANSPORT=binary"):
+                await client.infer(
+                    "face_recognizer", {name: random_input((1, 3, 112, 112), pixels, 4)}, outputs
+                )
+        finally:
+            await client.close()
+        return client.shm_prefix
+
+    assert shm_files(asyncio.run(call())) == []
