@@ -38,13 +38,15 @@ from face_service.api.uploads import (
     require_multipart,
     validation_error,
 )
+from face_service.drawing import draw_faces
 from face_service.errors import FaceServiceError, InvalidImageError, ModelUnavailableError
-from face_service.extraction import ExtractOptions, Extractor, draw_faces, store_records
+from face_service.extraction import ExtractOptions, Extractor, store_records
+from face_service.faces import cosine_similarity
 from face_service.gallery.base import open_gallery
 from face_service.identification import Identification
 from face_service.imaging import encode_jpeg
 from face_service.settings import Settings, get_settings
-from pipeline import FacePipeline, cosine_similarity
+from pipeline import FacePipeline
 from triton_service import TritonService
 
 logger = logging.getLogger("face_service")

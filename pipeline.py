@@ -18,6 +18,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from face_service.errors import ModelConfigError, NoFaceError
+from face_service.faces import DetectionOptions, Face, most_prominent
 from face_service.imaging import ARCFACE_SIZE, align_face, decode_image, letterbox, pad_to_square
 from face_service.settings import Settings
 from triton_service import DETECTOR_MODEL, METADATA_PREFIX, RECOGNIZER_MODEL, TritonClient
@@ -25,29 +26,6 @@ from triton_service import DETECTOR_MODEL, METADATA_PREFIX, RECOGNIZER_MODEL, Tr
 SCRFD_STRIDES = (8, 16, 32)
 # Canvas factor for the retry when nothing was found: SCRFD misses faces that fill the frame.
 PADDED_RETRY_FACTOR = 2.0
-# How strongly the most prominent face is pulled towards the image centre (see most_prominent).
-CENTRE_WEIGHT = 2.0
-
-
-@dataclass
-class Face:
-    bbox: np.ndarray  # [x1, y1, x2, y2] in image pixels
-    det_score: float
-    landmarks: np.ndarray  # (5, 2): eyes, nose, mouth corners
-    embedding: np.ndarray | None = None  # (D,), L2-normalised
-    embedding_norm: float | None = None  # the norm before normalisation
-
-    @property
-    def area(self) -> float:
-        x1, y1, x2, y2 = self.bbox
-        return float(max(0.0, x2 - x1) * max(0.0, y2 - y1))
-
-
-@dataclass(frozen=True)
-class DetectionOptions:
-    input_size: int  # detector canvas side
-    threshold: float  # minimum detection score
-    nms_threshold: float  # IoU above which the weaker of two boxes is dropped
 
 
 @dataclass
@@ -132,27 +110,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
         overlap = width * height / (areas[best] + areas[rest] - width * height)
         order = rest[overlap <= threshold]
     return np.asarray(keep, dtype=np.int64)
-
-
-def prominence(face: Face, width: int, height: int) -> float:
-    """How much a face is the subject of its photo: area - 2 * (distance of the box centre
-    from the image centre)^2, InsightFace's own ranking; both terms grow with the image's
-    scale, so rankings do not depend on it."""
-    x1, y1, x2, y2 = face.bbox
-    offset = ((x1 + x2) / 2 - width / 2) ** 2 + ((y1 + y2) / 2 - height / 2) ** 2
-    return face.area - CENTRE_WEIGHT * offset
-
-
-def most_prominent(faces: Sequence[Face], width: int, height: int) -> Face:
-    """The face a person photographing it meant: the largest, pulled towards the centre.
-    Plain "largest" picked a bystander at the edge in 2 of 600 LFW pairs (bench/accuracy.py)."""
-    if not faces:
-        raise ValueError("no faces to choose from")
-    return max(faces, key=lambda face: prominence(face, width, height))
-
-
-def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def model_input(images: Sequence[np.ndarray], pixels: bool, mean: float, std: float) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Batch face extraction: many images per request, every face with its box, score, landmarks,
-embedding and aligned crop, and pictures of what was found.
+embedding and aligned crop, detection records.
 
 All images of a request go through the detector together (batched where their canvases match,
 which they do: every image is letterboxed to the same ``max_size``), and all their faces go
@@ -14,14 +14,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from face_service.errors import FaceServiceError, InvalidImageError
+from face_service.faces import (
+    DetectionOptions,
+    Face,
+    orientation_score,
+    select_faces,
+    whole_crop_face,
+)
 from face_service.gallery.base import Gallery, RecordFace
 from face_service.imaging import (
     ARCFACE_SIZE,
-    ARCFACE_TEMPLATE,
     align_face,
     decode_image,
     image_channels,
@@ -29,7 +34,7 @@ from face_service.imaging import (
     unrotate_box,
     unrotate_points,
 )
-from pipeline import DetectionOptions, Face, FacePipeline
+from pipeline import FacePipeline
 
 ROTATIONS = (90, 180, 270)
 
@@ -72,34 +77,6 @@ class Timings:
     detect: float = 0.0
     embed: float = 0.0
     total: float = 0.0
-
-
-def face_size(face: Face) -> float:
-    x1, y1, x2, y2 = face.bbox
-    return float(min(x2 - x1, y2 - y1))
-
-
-def select_faces(faces: Sequence[Face], *, min_face_size: int, limit: int) -> list[Face]:
-    """Faces at least ``min_face_size`` pixels on their shorter side; with ``limit``, only the
-    ``limit`` largest of them. Detection order (best score first) is kept."""
-    kept = [face for face in faces if face_size(face) >= min_face_size]
-    if limit and len(kept) > limit:
-        largest = set(sorted(range(len(kept)), key=lambda i: kept[i].area, reverse=True)[:limit])
-        kept = [face for i, face in enumerate(kept) if i in largest]
-    return kept
-
-
-def orientation_score(faces: Sequence[Face]) -> float:
-    return sum(face.det_score for face in faces)
-
-
-def whole_crop_face() -> Face:
-    """The face of an aligned crop (embed_only): the whole crop, landmarks on the template."""
-    return Face(
-        bbox=np.array([0, 0, ARCFACE_SIZE, ARCFACE_SIZE], dtype=np.float32),
-        det_score=1.0,
-        landmarks=ARCFACE_TEMPLATE.copy(),
-    )
 
 
 class Extractor:
@@ -290,32 +267,6 @@ async def store_records(
         )
         record_ids.append(record.record_id)
     return record_ids
-
-
-def draw_faces(
-    image: np.ndarray, faces: Sequence[Face], *, landmarks: bool, scores: bool
-) -> np.ndarray:
-    """A copy of the image with each face's box, and optionally its landmarks and score."""
-    canvas = image.copy()
-    thickness = max(1, round(max(image.shape[:2]) / 400))
-    for face in faces:
-        x1, y1, x2, y2 = (round(float(v)) for v in face.bbox)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thickness)
-        if landmarks:
-            colors = [(255, 0, 0), (0, 0, 255), (0, 255, 255), (255, 0, 255), (255, 255, 0)]
-            for (x, y), color in zip(face.landmarks, colors, strict=True):
-                cv2.circle(canvas, (round(float(x)), round(float(y))), thickness + 1, color, -1)
-        if scores:
-            cv2.putText(
-                canvas,
-                f"{face.det_score:.2f}",
-                (x1, max(y1 - 4, 10)),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.4 * thickness,
-                (0, 255, 0),
-                thickness,
-            )
-    return canvas
 
 
 def _ms_since(started: float) -> float:

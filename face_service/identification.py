@@ -16,8 +16,9 @@ from face_service.errors import (
     InvalidImageError,
     NoUsableFaceError,
 )
+from face_service.faces import Face, prominence
 from face_service.gallery.base import Gallery, Identity, Match
-from pipeline import Face, FacePipeline, prominence
+from pipeline import FacePipeline
 
 # An enrollment image is ambiguous - whose template would it be? - when a runner-up face is
 # nearly as large as the chosen one and not clearly farther from the centre (distances as a

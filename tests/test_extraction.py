@@ -1,5 +1,4 @@
-"""Batch extraction and drawing: unit tests of face selection and drawing, and the /extract and
-/draw routes against the real service."""
+"""The /extract and /draw routes against the real service."""
 
 from __future__ import annotations
 
@@ -13,49 +12,6 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
-from face_service.extraction import draw_faces, face_size, select_faces
-from pipeline import Face
-
-
-def face(x1: float, y1: float, x2: float, y2: float, score: float = 0.9) -> Face:
-    return Face(
-        bbox=np.array([x1, y1, x2, y2], np.float32), det_score=score, landmarks=np.zeros((5, 2))
-    )
-
-
-def test_face_size_is_the_shorter_side() -> None:
-    assert face_size(face(10, 20, 50, 100)) == 40
-
-
-def test_select_faces_filters_small_ones_and_keeps_the_largest_in_score_order() -> None:
-    faces = [
-        face(0, 0, 10, 10, 0.9),
-        face(0, 0, 50, 50, 0.8),
-        face(0, 0, 30, 40, 0.7),
-        face(0, 0, 20, 90, 0.6),
-    ]
-    assert select_faces(faces, min_face_size=0, limit=0) == faces
-    assert select_faces(faces, min_face_size=25, limit=0) == [faces[1], faces[2]]
-    assert select_faces(faces, min_face_size=0, limit=2) == [faces[1], faces[3]]
-    assert select_faces(faces, min_face_size=25, limit=1) == [faces[1]]
-
-
-def test_draw_faces_draws_inside_boxes_only() -> None:
-    image = np.zeros((100, 200, 3), np.uint8)
-    drawn_face = Face(
-        bbox=np.array([20, 20, 80, 80], np.float32),
-        det_score=0.9,
-        landmarks=np.array([[40, 40], [60, 40], [50, 50], [42, 65], [58, 65]], np.float32),
-    )
-    drawn = draw_faces(image, [drawn_face], landmarks=True, scores=False)
-    assert drawn[20, 50].tolist() == [0, 255, 0]  # the box's top edge
-    assert drawn[40, 40].any()  # a landmark
-    assert not drawn[:, 120:].any()  # nothing far from the face
-    assert not image.any()  # the input is left alone
-
-
-# ---------------------------------------------------------------- the routes
 
 
 def jpeg(image: Image.Image) -> bytes:

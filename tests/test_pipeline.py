@@ -1,4 +1,4 @@
-"""Pipeline: pure unit tests of anchor decoding, NMS and face choice, and parity with
+"""Pipeline: pure unit tests of anchor decoding and NMS, and parity with
 InsightFace's own FaceAnalysis on the same ONNX files, through the real Triton."""
 
 from __future__ import annotations
@@ -10,19 +10,17 @@ import numpy as np
 import pytest
 from conftest import vectron_dir
 
+from face_service.faces import cosine_similarity
 from face_service.imaging import ARCFACE_TEMPLATE
 from face_service.settings import Settings
 from face_service.testing.service_process import ServiceProcess
 from pipeline import (
-    Face,
     FacePipeline,
     ImageFaces,
     anchor_centers,
-    cosine_similarity,
     decode_scrfd,
     distance_to_box,
     distance_to_points,
-    most_prominent,
     nms,
 )
 from triton_service import TritonClient
@@ -103,33 +101,6 @@ def test_nms_keeps_best_of_overlapping_boxes_and_all_separate_ones() -> None:
     assert nms(boxes, scores, 0.4).tolist() == [1, 2]
     assert nms(boxes, scores, 0.95).tolist() == [1, 0, 2]
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.4).tolist() == []
-
-
-def face(x1: float, y1: float, x2: float, y2: float) -> Face:
-    return Face(bbox=np.array([x1, y1, x2, y2]), det_score=0.9, landmarks=np.zeros((5, 2)))
-
-
-def test_most_prominent_is_largest_then_nearest_centre() -> None:
-    small, large = face(0, 0, 10, 10), face(300, 300, 400, 400)
-    assert most_prominent([small, large], 1000, 1000) is large
-    edge, centre = face(0, 0, 100, 100), face(450, 450, 549, 549)
-    assert most_prominent([edge, centre], 1000, 1000) is centre
-    with pytest.raises(ValueError, match="no faces"):
-        most_prominent([], 10, 10)
-
-
-def test_most_prominent_prefers_the_centred_subject_over_a_larger_bystander_at_the_edge() -> None:
-    # LFW Nia_Vardalos/4.jpg (250x250): the subject is centred, a 14% larger face at the edge.
-    subject, bystander = face(71, 68, 165, 197), face(160, 41, 250, 196)
-    assert most_prominent([bystander, subject], 250, 250) is subject
-    # Scaling the photo does not change the choice.
-    scaled = [face(*(v * 4 for v in f.bbox)) for f in (bystander, subject)]
-    assert most_prominent(scaled, 1000, 1000) is scaled[1]
-
-
-def test_cosine_similarity() -> None:
-    assert cosine_similarity(np.array([1.0, 0.0]), np.array([2.0, 0.0])) == pytest.approx(1.0)
-    assert cosine_similarity(np.array([1.0, 0.0]), np.array([0.0, 3.0])) == pytest.approx(0.0)
 
 
 # ---------------------------------------------------------------- parity with InsightFace

@@ -8,9 +8,9 @@ from dataclasses import asdict
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from face_service.extraction import ExtractedImage, ExtractOptions, Timings, face_size
+from face_service.extraction import ExtractedImage, ExtractOptions, Timings
+from face_service.faces import Face, face_size
 from face_service.imaging import encode_jpeg
-from pipeline import Face
 
 
 class FacePublic(BaseModel):
