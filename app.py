@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Annotated
 
 import uvicorn
@@ -15,8 +14,9 @@ from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from face_service.analysis import AnalyzedImage
 from face_service.api.admission import AdmissionLimiter
-from face_service.api.deps import AdmissionDep, ExtractorDep, GalleryDep, PipelineDep
+from face_service.api.deps import AdmissionDep, GalleryDep, PipelineDep
 from face_service.api.routes import gallery as gallery_routes
 from face_service.api.schemas import (
     DrawOptionsCreate,
@@ -39,10 +39,10 @@ from face_service.api.uploads import (
     validation_error,
 )
 from face_service.drawing import draw_faces
+from face_service.enrollment import Enrollment
 from face_service.errors import FaceServiceError, InvalidImageError, ModelUnavailableError
-from face_service.extraction import ExtractOptions, Extractor, store_records
 from face_service.faces import cosine_similarity
-from face_service.gallery.base import open_gallery
+from face_service.gallery.base import Gallery, RecordFace, open_gallery
 from face_service.identification import Identification
 from face_service.imaging import encode_jpeg
 from face_service.settings import Settings, get_settings
@@ -79,12 +79,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.warning("models not loaded yet: %s", error)
     app.state.triton = triton
     app.state.pipeline = pipeline
-    app.state.extractor = Extractor(pipeline)
     try:
         gallery = await asyncio.to_thread(open_gallery, settings)
     except BaseException:
         await triton.stop()
         raise
+    app.state.gallery = gallery
+    app.state.enrollment = Enrollment(pipeline, gallery)
     app.state.identification = Identification(pipeline, gallery)
     app.state.admission = AdmissionLimiter(
         concurrency=settings.max_concurrent_requests, queue=settings.max_queued_requests
@@ -132,6 +133,45 @@ async def face_service_error(request: Request, error: FaceServiceError) -> JSONR
     elif error.status_code >= 500:
         logger.error("%s %s: %s", request.method, request.url.path, error)
     return JSONResponse({"detail": str(error)}, status_code=error.status_code, headers=headers)
+
+
+async def store_records(
+    gallery: Gallery,
+    results: Sequence[AnalyzedImage],
+    filename: str | None,
+    upload_names: Sequence[str | None],
+) -> list[str | None]:
+    """Saves a detection record per readable image; returns the record ids (None for images
+    that could not be read). ``filename`` names a single image; with several, each record takes
+    its upload's name, else ``filename[index]``."""
+    record_ids: list[str | None] = []
+    for index, (result, upload_name) in enumerate(zip(results, upload_names, strict=True)):
+        if result.image is None:
+            record_ids.append(None)
+            continue
+        if len(results) == 1 and filename:
+            name = filename
+        else:
+            name = upload_name or f"{filename or 'image'}[{index}]"
+        faces = [
+            RecordFace(
+                bbox=[round(float(v), 2) for v in face.bbox],
+                det_score=round(face.det_score, 5),
+                landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+                embedding=None if face.embedding is None else [float(v) for v in face.embedding],
+            )
+            for face in result.faces
+        ]
+        record = await asyncio.to_thread(
+            gallery.save_record,
+            filename=name,
+            width=result.width,
+            height=result.height,
+            channels=result.channels,
+            faces=faces,
+        )
+        record_ids.append(record.record_id)
+    return record_ids
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -224,7 +264,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_extra=extract_openapi(),
     )
     async def extract(
-        request: Request, extractor: ExtractorDep, admission: AdmissionDep, gallery: GalleryDep
+        request: Request, pipeline: PipelineDep, admission: AdmissionDep, gallery: GalleryDep
     ) -> ExtractPublic:
         content_type = request.headers.get("content-type", "")
         filenames: list[str | None] = []
@@ -235,12 +275,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             images, options, filenames = await read_multipart(
                 request, ExtractCreate, settings, files_field="images"
             )
-        extract_options = ExtractOptions(
-            **options.model_dump(exclude={"images", "store", "filename"})
-        )
         async with admission.slot():
-            results, timings = await extractor.extract(images, extract_options)
-        public = ExtractPublic.from_results(results, timings, extract_options)
+            results, timings = await pipeline.analyze(images, options)
+        public = ExtractPublic.from_results(results, timings, options)
         if options.store:
             names = filenames or [None] * len(results)
             record_ids = await store_records(gallery, results, options.filename, names)
@@ -258,20 +295,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="The image as JPEG with every face's box, score and landmarks drawn",
         openapi_extra=multipart_openapi(DrawOptionsCreate, "image", "one image"),
     )
-    async def draw(request: Request, extractor: ExtractorDep, admission: AdmissionDep) -> Response:
+    async def draw(request: Request, pipeline: PipelineDep, admission: AdmissionDep) -> Response:
         require_multipart(request)
         images, options, _ = await read_multipart(
             request, DrawOptionsCreate, settings, files_field="image"
         )
         if len(images) != 1:
             raise validation_error("image", f"send exactly one image, not {len(images)}")
-        extract_options = ExtractOptions(
-            **options.model_dump(exclude={"draw_landmarks", "draw_scores"}),
+        # A picture of the boxes needs neither embeddings nor crops.
+        detect_only = options.model_copy(
+            update={"return_embedding": False, "return_face_crops": False}
         )
         async with admission.slot():
-            [result], _ = await extractor.extract(
-                images, replace(extract_options, return_embedding=False)
-            )
+            [result], _ = await pipeline.analyze(images, detect_only)
         if result.error is not None or result.image is None:
             raise result.error or InvalidImageError("'image' could not be read")
         image = result.image

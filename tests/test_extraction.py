@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from face_service.testing.service_process import ServiceProcess
+
 
 def jpeg(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
@@ -205,3 +207,41 @@ def test_concurrent_requests_all_get_correct_answers(
         np.testing.assert_allclose(boxes(result), boxes(expected[name]), atol=0.02)
         for a, b in zip(result["faces"], expected[name]["faces"], strict=True):
             assert float(np.dot(a["embedding"], b["embedding"])) > 0.9999
+
+
+@pytest.mark.integration
+def test_options_left_out_take_the_detection_settings(
+    service: ServiceProcess, api: httpx.Client, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    data = photos["players"].read_bytes()
+    [default] = extract(api, [("players", data)])["images"]
+    [small] = extract(api, [("players", data)], max_size=320)["images"]
+    configured_service = ServiceProcess(
+        api_port=0,
+        triton_url=service.triton_address,
+        work_dir=tmp_path,
+        env={"FACE_DET_THRESHOLD": "0.8", "FACE_DETECTOR_INPUT_SIZE": "320"},
+    )
+    with configured_service, httpx.Client(base_url=configured_service.url, timeout=60) as client:
+        [configured] = extract(client, [("players", data)])["images"]
+        as_json = client.post(
+            "/extract", json={"images": {"data": [base64.b64encode(data).decode()]}}
+        )
+        [as_default] = extract(client, [("players", data)], max_size=640, det_threshold=0.5)[
+            "images"
+        ]
+        [at_320] = extract(client, [("players", data)], det_threshold=0.5)["images"]
+        drawn = client.post("/draw", files={"image": ("players.jpg", data, "image/jpeg")})
+    assert len(default["faces"]) == 22
+    # At FACE_DET_THRESHOLD=0.8 and FACE_DETECTOR_INPUT_SIZE=320: exactly the faces that a
+    # 320 px detection scores at 0.8 or more (5 of players.jpg's), fewer than the default finds.
+    confident = [face for face in small["faces"] if face["det_score"] >= 0.8]
+    assert 0 < len(configured["faces"]) == len(confident) < len(default["faces"])
+    np.testing.assert_allclose(boxes(configured), boxes({"faces": confident}), atol=0.02)
+    assert as_json.status_code == 200, as_json.text
+    np.testing.assert_allclose(boxes(as_json.json()["images"][0]), boxes(configured), atol=0.02)
+    assert drawn.status_code == 200
+    assert drawn.headers["x-faces-detected"] == str(len(configured["faces"]))
+    # Options given in the request win over the settings.
+    np.testing.assert_allclose(boxes(as_default), boxes(default), atol=0.02)
+    np.testing.assert_allclose(boxes(at_320), boxes(small), atol=0.02)

@@ -8,7 +8,8 @@ import base64
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from face_service.api.schemas import DrawOptionsCreate, ExtractOptionsCreate
+from face_service.analysis import AnalysisOptions
+from face_service.api.schemas import DrawOptionsCreate
 from face_service.api.uploads import (
     check_image_count,
     check_image_type,
@@ -58,7 +59,7 @@ def test_options_from_form_strings_and_their_errors() -> None:
     options = validate_options(DrawOptionsCreate, {"limit_faces": "3", "draw_scores": "false"})
     assert (options.limit_faces, options.draw_scores, options.max_size) == (3, False, 640)
     with pytest.raises(RequestValidationError) as raised:
-        validate_options(ExtractOptionsCreate, {"max_size": "100", "typo": "1"})
+        validate_options(AnalysisOptions, {"max_size": "100", "typo": "1"})
     locations = [error["loc"] for error in raised.value.errors()]
     assert locations == [("body", "max_size"), ("body", "typo")]
 
@@ -66,7 +67,7 @@ def test_options_from_form_strings_and_their_errors() -> None:
 def test_multipart_openapi_documents_the_files_and_the_options() -> None:
     from face_service.api.uploads import multipart_openapi
 
-    body = multipart_openapi(ExtractOptionsCreate, "images", "images, repeated")["requestBody"]
+    body = multipart_openapi(AnalysisOptions, "images", "images, repeated")["requestBody"]
     schema = body["content"]["multipart/form-data"]["schema"]
     assert schema["required"] == ["images"]
     assert schema["properties"]["images"]["items"] == {"type": "string", "format": "binary"}

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from face_service.api.admission import AdmissionLimiter
-from face_service.extraction import Extractor
+from face_service.enrollment import Enrollment
 from face_service.gallery.base import Gallery
 from face_service.identification import Identification
 from face_service.settings import Settings
@@ -18,8 +18,8 @@ def get_pipeline(request: Request) -> FacePipeline:
     return request.app.state.pipeline
 
 
-def get_extractor(request: Request) -> Extractor:
-    return request.app.state.extractor
+def get_enrollment(request: Request) -> Enrollment:
+    return request.app.state.enrollment
 
 
 def get_admission(request: Request) -> AdmissionLimiter:
@@ -31,7 +31,7 @@ def get_identification(request: Request) -> Identification:
 
 
 def get_gallery(request: Request) -> Gallery:
-    return request.app.state.identification.gallery
+    return request.app.state.gallery
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -39,7 +39,7 @@ def get_app_settings(request: Request) -> Settings:
 
 
 PipelineDep = Annotated[FacePipeline, Depends(get_pipeline)]
-ExtractorDep = Annotated[Extractor, Depends(get_extractor)]
+EnrollmentDep = Annotated[Enrollment, Depends(get_enrollment)]
 AdmissionDep = Annotated[AdmissionLimiter, Depends(get_admission)]
 IdentificationDep = Annotated[Identification, Depends(get_identification)]
 GalleryDep = Annotated[Gallery, Depends(get_gallery)]

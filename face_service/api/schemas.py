@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from face_service.extraction import ExtractedImage, ExtractOptions, Timings
+from face_service.analysis import AnalysisOptions, AnalyzedImage, Timings
 from face_service.faces import Face, face_size
 from face_service.imaging import encode_jpeg
 
@@ -99,41 +99,12 @@ class ErrorPublic(BaseModel):
 CROP_JPEG_QUALITY = 100
 
 
-class ExtractOptionsCreate(BaseModel):
-    """Options of /extract and /draw; form fields in multipart requests, keys in JSON ones."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_size: int = Field(
-        640, ge=64, le=2048, multiple_of=32, description="detector input long side"
-    )
-    det_threshold: float = Field(0.5, gt=0, lt=1, description="minimum detection score")
-    nms_threshold: float = Field(
-        0.4, gt=0, le=1, description="IoU above which overlapping boxes merge"
-    )
-    limit_faces: int = Field(0, ge=0, le=1000, description="0: all faces, else the N largest")
-    min_face_size: int = Field(
-        0, ge=0, le=10000, description="pixels, on the shorter side of the box"
-    )
-    return_embedding: bool = True
-    return_landmarks: bool = True
-    return_face_crops: bool = Field(False, description="aligned 112x112 crops as base64 JPEG")
-    embed_only: bool = Field(
-        False, description="inputs are aligned 112x112 face crops: no detection"
-    )
-    auto_rotate: bool = Field(
-        False,
-        description="also detect on the image turned 90, 180 and 270 degrees and keep the "
-        "orientation whose faces have the highest summed score (4x the detection work)",
-    )
-
-
 class ExtractStoreOptions(BaseModel):
     store: bool = Field(False, description="save a detection record of each image (GET /records)")
     filename: str | None = Field(None, max_length=1000, description="the record's file name")
 
 
-class DrawOptionsCreate(ExtractOptionsCreate):
+class DrawOptionsCreate(AnalysisOptions):
     draw_landmarks: bool = True
     draw_scores: bool = True
 
@@ -142,7 +113,7 @@ class Base64Images(BaseModel):
     data: list[str] = Field(description="images as base64 strings (data: URLs accepted)")
 
 
-class ExtractCreate(ExtractOptionsCreate, ExtractStoreOptions):
+class ExtractCreate(AnalysisOptions, ExtractStoreOptions):
     """Options of /extract: the detection options and whether to store records."""
 
 
@@ -193,7 +164,7 @@ class ExtractPublic(BaseModel):
 
     @classmethod
     def from_results(
-        cls, results: list[ExtractedImage], timings: Timings, options: ExtractOptions
+        cls, results: list[AnalyzedImage], timings: Timings, options: AnalysisOptions
     ) -> ExtractPublic:
         return cls(
             images=[_image_public(result, options) for result in results],
@@ -201,7 +172,7 @@ class ExtractPublic(BaseModel):
         )
 
 
-def _image_public(result: ExtractedImage, options: ExtractOptions) -> ExtractedImagePublic:
+def _image_public(result: AnalyzedImage, options: AnalysisOptions) -> ExtractedImagePublic:
     if result.error is not None:
         return ExtractedImagePublic(
             status="error", error=str(result.error), took_ms=round(result.took_ms, 2)
@@ -221,7 +192,7 @@ def _image_public(result: ExtractedImage, options: ExtractOptions) -> ExtractedI
 
 
 def _face_public(
-    face: Face, crop: np.ndarray | None, options: ExtractOptions
+    face: Face, crop: np.ndarray | None, options: AnalysisOptions
 ) -> ExtractedFacePublic:
     public = FacePublic.from_face(face)
     return ExtractedFacePublic(

@@ -7,7 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 
-from face_service.api.deps import AdmissionDep, GalleryDep, IdentificationDep, SettingsDep
+from face_service.analysis import ImageInput
+from face_service.api.deps import (
+    AdmissionDep,
+    EnrollmentDep,
+    GalleryDep,
+    IdentificationDep,
+    SettingsDep,
+)
 from face_service.api.gallery_schemas import (
     IDENTITY_ID_PATTERN,
     DeletedPublic,
@@ -35,9 +42,10 @@ from face_service.api.uploads import (
     require_multipart,
     validation_error,
 )
-from face_service.errors import ConfirmationRequiredError, FaceServiceError
+from face_service.enrollment import EnrollmentImage
+from face_service.errors import ConfirmationRequiredError
 from face_service.gallery.base import UNSET, Identity
-from face_service.identification import EnrollmentImage, IdentifiedFace, unit_vector
+from face_service.identification import IdentifiedFace, unit_vector
 from face_service.settings import Settings
 
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -83,7 +91,7 @@ def enrollment_public(identity: Identity, reports: list[EnrollmentImage]) -> Enr
 
 async def read_enrollment(
     request: Request, settings: Settings
-) -> tuple[list[bytes | FaceServiceError], list[str | None], IdentityCreateForm]:
+) -> tuple[list[ImageInput], list[str | None], IdentityCreateForm]:
     require_multipart(request)
     images, fields, filenames = await read_multipart(
         request, IdentityCreateForm, settings, files_field="images"
@@ -103,13 +111,13 @@ router = APIRouter(tags=["gallery"], responses=ERRORS)
 )
 async def enroll(
     request: Request,
-    identification: IdentificationDep,
+    enrollment: EnrollmentDep,
     admission: AdmissionDep,
     settings: SettingsDep,
 ) -> EnrollmentPublic:
     images, filenames, fields = await read_enrollment(request, settings)
     async with admission.slot():
-        identity, reports = await identification.enroll(
+        identity, reports = await enrollment.enroll(
             identity_id=fields.identity_id,
             name=fields.name,
             metadata=fields.metadata,
@@ -128,7 +136,7 @@ async def enroll(
 async def add_images(
     identity_id: str,
     request: Request,
-    identification: IdentificationDep,
+    enrollment: EnrollmentDep,
     admission: AdmissionDep,
     settings: SettingsDep,
 ) -> EnrollmentPublic:
@@ -136,7 +144,7 @@ async def add_images(
     if fields.model_fields_set:
         raise validation_error(sorted(fields.model_fields_set)[0], "only images are accepted here")
     async with admission.slot():
-        identity, reports = await identification.add_images(
+        identity, reports = await enrollment.add_images(
             identity_id=identity_id, images=images, filenames=filenames
         )
     return enrollment_public(identity, reports)
