@@ -14,6 +14,7 @@ def test_dependencies_read_the_app_state() -> None:
         admission="a",
         identification="i",
         gallery="the gallery",
+        triton="t",
         settings="s",
     )
     request = SimpleNamespace(app=SimpleNamespace(state=state))
@@ -22,4 +23,5 @@ def test_dependencies_read_the_app_state() -> None:
     assert dependencies.get_admission(request) == "a"
     assert dependencies.get_identification(request) == "i"
     assert dependencies.get_gallery(request) == "the gallery"
+    assert dependencies.get_triton(request) == "t"
     assert dependencies.get_app_settings(request) == "s"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from face_service.api.schemas import FacePublic
+from face_service.api.schemas.faces import FacePublic
 from face_service.faces import Face
 
 

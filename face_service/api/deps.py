@@ -12,6 +12,7 @@ from face_service.gallery.base import Gallery
 from face_service.identification import Identification
 from face_service.settings import Settings
 from pipeline import FacePipeline
+from triton_service import TritonService
 
 
 def get_pipeline(request: Request) -> FacePipeline:
@@ -34,6 +35,10 @@ def get_gallery(request: Request) -> Gallery:
     return request.app.state.gallery
 
 
+def get_triton(request: Request) -> TritonService:
+    return request.app.state.triton
+
+
 def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -43,4 +48,5 @@ EnrollmentDep = Annotated[Enrollment, Depends(get_enrollment)]
 AdmissionDep = Annotated[AdmissionLimiter, Depends(get_admission)]
 IdentificationDep = Annotated[Identification, Depends(get_identification)]
 GalleryDep = Annotated[Gallery, Depends(get_gallery)]
+TritonDep = Annotated[TritonService, Depends(get_triton)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

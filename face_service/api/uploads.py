@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from face_service.analysis import ImageInput, settings_context
-from face_service.api.schemas import ExtractJSONCreate
+from face_service.api.schemas.extract import ExtractJSONCreate
 from face_service.errors import (
     ImageTooLargeError,
     InvalidImageError,
@@ -33,6 +33,12 @@ def require_multipart(request: Request) -> None:
             "expected multipart/form-data with image file(s), "
             f"got {content_type or 'no content type'!r}"
         )
+
+
+def require_multipart_or_json(request: Request) -> None:
+    """For routes that also take their images as base64 in a JSON body (/extract)."""
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        require_multipart(request)
 
 
 def check_image_type(content_type: str | None, field: str) -> None:
@@ -143,20 +149,3 @@ def check_image_count(count: int, settings: Settings) -> None:
 
 def validation_error(field: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": message}])
-
-
-def multipart_openapi(model: type[BaseModel], files_field: str, description: str) -> dict:
-    """``openapi_extra`` for a route that reads its multipart form itself: ``files_field``
-    (one or more files) and ``model``'s fields."""
-    properties = {
-        files_field: {
-            "type": "array",
-            "items": {"type": "string", "format": "binary"},
-            "description": description,
-        },
-        **model.model_json_schema()["properties"],
-    }
-    schema = {"type": "object", "properties": properties, "required": [files_field]}
-    return {
-        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
-    }
