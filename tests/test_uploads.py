@@ -1,5 +1,5 @@
 """Reading images and options out of requests (unit tests; the routes are tested in test_app.py
-and test_extraction.py)."""
+and test_extract.py)."""
 
 from __future__ import annotations
 
