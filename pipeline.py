@@ -1,23 +1,49 @@
-"""The face pipeline: decode, SCRFD detection over Triton, anchor decoding, NMS, landmarks mapped
-back to the image, 5-point alignment and one batched ArcFace call over Triton.
+"""The face pipeline, the one coordinator every route uses: decode, detect (SCRFD on Triton, with
+a padded retry and an optional orientation search), choose, align, and embed (one batched ArcFace
+call on Triton).
 
-The models on Triton are :class:`~face_service.inference.detector.FaceDetector` (with the SCRFD
-maths of :mod:`face_service.inference.scrfd`) and
-:class:`~face_service.inference.recognizer.FaceRecognizer`. CPU work (decoding, resizing, anchor
-decoding, warping) runs in worker threads so the event loop stays free.
+The models are :class:`~face_service.inference.detector.FaceDetector` (with the SCRFD maths of
+:mod:`face_service.inference.scrfd`) and :class:`~face_service.inference.recognizer.FaceRecognizer`.
+CPU work (decoding, resizing, anchor decoding, warping) runs in worker threads so the event loop
+stays free.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 
 import numpy as np
 
-from face_service.errors import NoFaceError
-from face_service.faces import Face
-from face_service.imaging import align_face, decode_image, pad_to_square
+from face_service.analysis import (
+    AnalysisOptions,
+    AnalyzedImage,
+    ImageInput,
+    Timings,
+    raise_first_error,
+    settings_context,
+)
+from face_service.errors import FaceServiceError, InvalidImageError, NoFaceError
+from face_service.faces import (
+    DetectionOptions,
+    Face,
+    most_prominent,
+    orientation_score,
+    select_faces,
+    whole_crop_face,
+)
+from face_service.imaging import (
+    ARCFACE_SIZE,
+    align_face,
+    decode_image,
+    image_channels,
+    pad_to_square,
+    rotate_clockwise,
+    unrotate_box,
+    unrotate_points,
+)
 from face_service.inference.client import TritonClient
 from face_service.inference.detector import FaceDetector
 from face_service.inference.recognizer import FaceRecognizer
@@ -25,52 +51,25 @@ from face_service.settings import Settings
 
 # Canvas factor for the retry when nothing was found: SCRFD misses faces that fill the frame.
 PADDED_RETRY_FACTOR = 2.0
-# How strongly the most prominent face is pulled towards the image centre (see most_prominent).
-CENTRE_WEIGHT = 2.0
 
 
-@dataclass(frozen=True)
-class DetectionOptions:
-    input_size: int  # detector canvas side
-    threshold: float  # minimum detection score
-    nms_threshold: float  # IoU above which the weaker of two boxes is dropped
-
-
-@dataclass
-class ImageFaces:
-    width: int
-    height: int
-    faces: list[Face] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------- pure functions (unit tested)
-
-
-def prominence(face: Face, width: int, height: int) -> float:
-    """How much a face is the subject of its photo: area - 2 * (distance of the box centre
-    from the image centre)^2, InsightFace's own ranking; both terms grow with the image's
-    scale, so rankings do not depend on it."""
-    x1, y1, x2, y2 = face.bbox
-    offset = ((x1 + x2) / 2 - width / 2) ** 2 + ((y1 + y2) / 2 - height / 2) ** 2
-    return face.area - CENTRE_WEIGHT * offset
-
-
-def most_prominent(faces: Sequence[Face], width: int, height: int) -> Face:
-    """The face a person photographing it meant: the largest, pulled towards the centre.
-    Plain "largest" picked a bystander at the edge in 2 of 600 LFW pairs (bench/accuracy.py)."""
-    if not faces:
-        raise ValueError("no faces to choose from")
-    return max(faces, key=lambda face: prominence(face, width, height))
-
-
-def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-# ---------------------------------------------------------------- the pipeline
+# Clockwise turns tried by the orientation search (auto_rotate).
+ROTATIONS = (90, 180, 270)
+# Picks, from an image's detected faces, those the caller wants; a FaceServiceError it raises
+# becomes that image's error.
+Chooser = Callable[[AnalyzedImage], list[Face]]
 
 
 class FacePipeline:
+    """The one coordinator every route uses: decode, detect, choose, align, embed.
+
+    Each stage takes the whole batch: the inputs are decoded side by side in worker threads, go
+    through the detector together, and all their chosen faces through the recognizer together,
+    in batches of at most its ``max_batch_size``. An input that cannot be read, or has no face
+    to choose, keeps its error in its own :class:`AnalyzedImage`; the caller decides whether
+    that fails the request (/embedding) or is reported beside the others (/extract, enrollment).
+    """
+
     def __init__(self, client: TritonClient, settings: Settings) -> None:
         self.settings = settings
         self.detector = FaceDetector(client)
@@ -86,24 +85,114 @@ class FacePipeline:
             return self.settings.similarity_threshold
         return self.recognizer.similarity_threshold
 
-    async def decode(self, data: bytes, field: str) -> np.ndarray:
-        return await asyncio.to_thread(
-            decode_image, data, field=field, max_pixels=self.settings.max_image_pixels
-        )
+    def options(self, **values: object) -> AnalysisOptions:
+        """Analysis options: ``values`` as given, the detector's others from the settings."""
+        return AnalysisOptions.model_validate(values, context=settings_context(self.settings))
 
-    def detection_options(self) -> DetectionOptions:
-        return DetectionOptions(
-            input_size=self.settings.detector_input_size,
-            threshold=self.settings.det_threshold,
-            nms_threshold=self.settings.nms_threshold,
+    async def analyze(
+        self,
+        inputs: Sequence[ImageInput],
+        options: AnalysisOptions | None = None,
+        *,
+        names: Sequence[str] | None = None,
+        choose: Chooser | None = None,
+    ) -> tuple[list[AnalyzedImage], Timings]:
+        """Every input through the whole pipeline. ``names`` name the inputs in messages
+        (``images[i]`` by default); ``choose`` picks the faces to keep and embed (by default
+        those the options' ``min_face_size`` and ``limit_faces`` allow)."""
+        options = options or self.options()
+        started = time.perf_counter()
+        timings = Timings()
+        images = await self.decode(inputs, names)
+        timings.decode = _ms_since(started)
+        if options.embed_only:
+            self.accept_crops(images)
+        else:
+            mark = time.perf_counter()
+            await self.detect(images, options.detection(), auto_rotate=options.auto_rotate)
+            self.choose(images, choose or _selection(options))
+            timings.detect = _ms_since(mark)
+        mark = time.perf_counter()
+        await self.embed(
+            images,
+            embeddings=options.return_embedding,
+            keep_crops=options.return_face_crops,
+            aligned=options.embed_only,
         )
+        timings.embed = _ms_since(mark)
+        timings.total = _ms_since(started)
+        for image in images:
+            image.took_ms += timings.detect + timings.embed
+        return images, timings
+
+    async def prominent_faces(self, images: Sequence[tuple[bytes, str]]) -> list[tuple[Face, int]]:
+        """For each (bytes, field name): the most prominent face, embedded, and how many faces the
+        image has; the first image that fails fails the call. The chosen faces of all images
+        share one recognizer call."""
+        analyzed, _ = await self.analyze(
+            [data for data, _ in images], names=[name for _, name in images], choose=_prominent
+        )
+        raise_first_error(analyzed)
+        return [(image.faces[0], image.faces_detected) for image in analyzed]
+
+    # ------------------------------------------------------------ the stages
+
+    async def decode(
+        self, inputs: Sequence[ImageInput], names: Sequence[str] | None = None
+    ) -> list[AnalyzedImage]:
+        """Each input decoded in a worker thread, all side by side; one that cannot be read keeps
+        its error in its own entry."""
+        names = names or [f"images[{index}]" for index in range(len(inputs))]
+        images = [AnalyzedImage(name) for name in names]
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(self._decode, image, data)
+                for image, data in zip(images, inputs, strict=True)
+            )
+        )
+        return images
+
+    def _decode(self, image: AnalyzedImage, data: ImageInput) -> None:
+        started = time.perf_counter()
+        try:
+            if isinstance(data, FaceServiceError):
+                raise data
+            decoded = decode_image(
+                data, field=image.name, max_pixels=self.settings.max_image_pixels
+            )
+        except FaceServiceError as error:
+            image.error = error
+            return
+        finally:
+            image.took_ms = _ms_since(started)
+        image.height, image.width = decoded.shape[:2]
+        image.channels = image_channels(data)
+        image.image = decoded
 
     async def detect(
-        self, images: Sequence[np.ndarray], options: DetectionOptions | None = None
+        self,
+        images: Sequence[AnalyzedImage],
+        options: DetectionOptions | None = None,
+        *,
+        auto_rotate: bool = False,
+    ) -> None:
+        """Sets the faces of every usable image, best score first, in the image's own pixels;
+        with ``auto_rotate`` from the orientation in which they look most upright."""
+        usable = [image for image in images if image.usable]
+        if not usable:
+            return
+        options = options or self.options().detection()
+        found = await self._detect([image.image for image in usable], options)
+        for image, faces in zip(usable, found, strict=True):
+            image.faces = faces
+        if auto_rotate:
+            await self._search_orientations(usable, options)
+
+    async def _detect(
+        self, images: Sequence[np.ndarray], options: DetectionOptions
     ) -> list[list[Face]]:
-        """Every face of every image, best score first, with the images batched through the
-        detector. Images without a face are retried, together, on padded canvases."""
-        options = options or self.detection_options()
+        """Faces of each image, the images batched through the detector. Images without a face
+        are retried, together, on padded canvases."""
         found = await self.detector.predict(images, **asdict(options))
         missing = [i for i, faces in enumerate(found) if not faces]
         if not missing:
@@ -120,34 +209,98 @@ class FacePipeline:
             found[i] = faces
         return found
 
-    async def embed(self, pairs: Sequence[tuple[np.ndarray, Face]]) -> None:
-        """Sets the embedding of every (image, face) pair with one batched recognizer call."""
-        if not pairs:
+    async def _search_orientations(
+        self, images: Sequence[AnalyzedImage], options: DetectionOptions
+    ) -> None:
+        """Detects on every image turned by 90, 180 and 270 degrees too, and keeps, per image,
+        the orientation whose faces have the highest summed detection score: SCRFD still finds
+        some faces in a sideways photo, but fewer and less surely than upright."""
+        best = [orientation_score(image.faces) for image in images]
+        for degrees in ROTATIONS:
+            rotated = await asyncio.to_thread(
+                lambda d=degrees: [rotate_clockwise(image.image, d) for image in images]
+            )
+            found = await self._detect(rotated, options)
+            for index, (image, faces) in enumerate(zip(images, found, strict=True)):
+                if orientation_score(faces) <= best[index]:
+                    continue
+                for face in faces:
+                    face.bbox = unrotate_box(face.bbox, degrees, image.width, image.height)
+                    face.landmarks = unrotate_points(
+                        face.landmarks, degrees, image.width, image.height
+                    )
+                image.faces, image.rotation = faces, degrees
+                best[index] = orientation_score(faces)
+
+    @staticmethod
+    def choose(images: Sequence[AnalyzedImage], chooser: Chooser) -> None:
+        """Keeps, of each usable image's detected faces, those ``chooser`` picks."""
+        for image in images:
+            if not image.usable:
+                continue
+            image.faces_detected = len(image.faces)
+            try:
+                image.faces = chooser(image)
+            except FaceServiceError as error:
+                image.faces, image.error = [], error
+
+    @staticmethod
+    def accept_crops(images: Sequence[AnalyzedImage]) -> None:
+        """For inputs that are aligned face crops already (embed_only): no detection, the one
+        face of each is the whole crop; an input of another size is that input's error."""
+        for image in images:
+            if not image.usable:
+                continue
+            if (image.width, image.height) != (ARCFACE_SIZE, ARCFACE_SIZE):
+                image.error = InvalidImageError(
+                    f"'{image.name}' is {image.width}x{image.height}; embed_only expects aligned "
+                    f"{ARCFACE_SIZE}x{ARCFACE_SIZE} face crops"
+                )
+                continue
+            image.faces, image.faces_detected = [whole_crop_face()], 1
+
+    async def embed(
+        self,
+        images: Sequence[AnalyzedImage],
+        *,
+        embeddings: bool = True,
+        keep_crops: bool = False,
+        aligned: bool = False,
+    ) -> None:
+        """Aligns every face of every usable image to ArcFace's template (``aligned``: each
+        image is its face's crop already) and embeds all the crops through the recognizer in
+        one batched path; with ``keep_crops`` each image keeps its faces' crops."""
+        pairs = [(image, face) for image in images if image.usable for face in image.faces]
+        if not pairs or not (embeddings or keep_crops):
             return
-        crops = await asyncio.to_thread(
-            lambda: [align_face(image, face.landmarks) for image, face in pairs]
-        )
-        embeddings, norms = await self.recognizer.predict(crops)
-        for (_, face), embedding, norm in zip(pairs, embeddings, norms, strict=True):
-            face.embedding = embedding
-            face.embedding_norm = float(norm)
+        if aligned:
+            crops = [image.image for image, _ in pairs]
+        else:
+            crops = await asyncio.to_thread(
+                lambda: [align_face(image.image, face.landmarks) for image, face in pairs]
+            )
+        if embeddings:
+            vectors, norms = await self.recognizer.predict(crops)
+            for (_, face), vector, norm in zip(pairs, vectors, norms, strict=True):
+                face.embedding = vector
+                face.embedding_norm = float(norm)
+        if keep_crops:
+            for (image, _), crop in zip(pairs, crops, strict=True):
+                image.crops.append(crop)
 
-    async def analyze(self, data: bytes, field: str) -> ImageFaces:
-        """All faces of one image, each with its embedding."""
-        image = await self.decode(data, field)
-        [faces] = await self.detect([image])
-        await self.embed([(image, face) for face in faces])
-        return ImageFaces(width=image.shape[1], height=image.shape[0], faces=faces)
 
-    async def prominent_faces(self, images: Sequence[tuple[bytes, str]]) -> list[tuple[Face, int]]:
-        """For each (bytes, field name): the most prominent face, embedded, and how many faces the
-        image has. The chosen faces of all images share one recognizer call."""
-        decoded = await asyncio.gather(*(self.decode(data, name) for data, name in images))
-        detected = await self.detect(decoded)
-        chosen = []
-        for image, faces, (_, name) in zip(decoded, detected, images, strict=True):
-            if not faces:
-                raise NoFaceError(name)
-            chosen.append(most_prominent(faces, image.shape[1], image.shape[0]))
-        await self.embed(list(zip(decoded, chosen, strict=True)))
-        return [(face, len(faces)) for face, faces in zip(chosen, detected, strict=True)]
+def _selection(options: AnalysisOptions) -> Chooser:
+    """The faces that the options' size floor and count limit allow."""
+    return lambda image: select_faces(
+        image.faces, min_face_size=options.min_face_size, limit=options.limit_faces
+    )
+
+
+def _prominent(image: AnalyzedImage) -> list[Face]:
+    if not image.faces:
+        raise NoFaceError(image.name)
+    return [most_prominent(image.faces, image.width, image.height)]
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -8,14 +8,20 @@ from face_service.api import deps as dependencies
 
 
 def test_dependencies_read_the_app_state() -> None:
-    identification = SimpleNamespace(gallery="the gallery")
     state = SimpleNamespace(
-        pipeline="p", extractor="e", admission="a", identification=identification, settings="s"
+        pipeline="p",
+        enrollment="e",
+        admission="a",
+        identification="i",
+        gallery="the gallery",
+        triton="t",
+        settings="s",
     )
     request = SimpleNamespace(app=SimpleNamespace(state=state))
     assert dependencies.get_pipeline(request) == "p"
-    assert dependencies.get_extractor(request) == "e"
+    assert dependencies.get_enrollment(request) == "e"
     assert dependencies.get_admission(request) == "a"
-    assert dependencies.get_identification(request) is identification
+    assert dependencies.get_identification(request) == "i"
     assert dependencies.get_gallery(request) == "the gallery"
+    assert dependencies.get_triton(request) == "t"
     assert dependencies.get_app_settings(request) == "s"

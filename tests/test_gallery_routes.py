@@ -211,6 +211,15 @@ def test_verify_and_the_embedding_variants(
         assert gallery_api.post("/identify/embedding", json={"embedding": bad}).status_code == 422
 
 
+def test_identify_and_verify_need_multipart_like_every_upload_route(
+    gallery_api: httpx.Client,
+) -> None:
+    for path in ("/identify", "/verify", "/identities", "/identities/someone/images"):
+        response = gallery_api.post(path, json={"image": "abc", "identity_id": "someone"})
+        assert response.status_code == 415, (path, response.text)
+        assert "multipart/form-data" in response.json()["detail"]
+
+
 def test_manage_templates_names_pages_and_deletion(
     gallery_api: httpx.Client, people: dict[str, list[bytes]]
 ) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from face_service.api.schemas import FacePublic
-from pipeline import Face
+from face_service.api.schemas.faces import FacePublic
+from face_service.faces import Face
 
 
 def test_face_public_rounds_and_lists_numpy_values() -> None:

@@ -1,14 +1,17 @@
 """Reading images and options out of requests (unit tests; the routes are tested in test_app.py
-and test_extraction.py)."""
+and test_extract.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
+import httpx
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from face_service.api.schemas import DrawOptionsCreate, ExtractOptionsCreate
+from face_service.analysis import AnalysisOptions
+from face_service.api.schemas.extract import DrawOptionsCreate
 from face_service.api.uploads import (
     check_image_count,
     check_image_type,
@@ -58,16 +61,64 @@ def test_options_from_form_strings_and_their_errors() -> None:
     options = validate_options(DrawOptionsCreate, {"limit_faces": "3", "draw_scores": "false"})
     assert (options.limit_faces, options.draw_scores, options.max_size) == (3, False, 640)
     with pytest.raises(RequestValidationError) as raised:
-        validate_options(ExtractOptionsCreate, {"max_size": "100", "typo": "1"})
+        validate_options(AnalysisOptions, {"max_size": "100", "typo": "1"})
     locations = [error["loc"] for error in raised.value.errors()]
     assert locations == [("body", "max_size"), ("body", "typo")]
 
 
 def test_multipart_openapi_documents_the_files_and_the_options() -> None:
-    from face_service.api.uploads import multipart_openapi
+    from face_service.api.openapi import multipart_openapi
 
-    body = multipart_openapi(ExtractOptionsCreate, "images", "images, repeated")["requestBody"]
+    body = multipart_openapi(AnalysisOptions, "images", "images, repeated")["requestBody"]
     schema = body["content"]["multipart/form-data"]["schema"]
     assert schema["required"] == ["images"]
     assert schema["properties"]["images"]["items"] == {"type": "string", "format": "binary"}
     assert "limit_faces" in schema["properties"]
+
+
+def upload_paths() -> list[str]:
+    """Every route that takes images as multipart/form-data, from the app's OpenAPI document."""
+    from app import create_app
+
+    paths = create_app(Settings()).openapi()["paths"]
+    return sorted(
+        path.replace("{identity_id}", "someone")
+        for path, methods in paths.items()
+        for operation in methods.values()
+        if "multipart/form-data" in operation.get("requestBody", {}).get("content", {})
+    )
+
+
+def test_every_upload_route_is_known() -> None:
+    assert upload_paths() == [
+        "/draw",
+        "/embedding",
+        "/extract",
+        "/face-similarity",
+        "/identify",
+        "/identities",
+        "/identities/someone/images",
+        "/verify",
+    ]
+
+
+@pytest.mark.parametrize("path", upload_paths())
+def test_a_body_that_is_not_multipart_is_415_on_every_upload_route(path: str) -> None:
+    """Before FastAPI validates the form fields (which would be a 422), and before anything of
+    the lifespan (Triton, the gallery) is needed: the app's lifespan does not run here."""
+    from app import create_app
+
+    async def post(body: dict) -> httpx.Response:
+        # httpx's ASGI transport runs no lifespan: no Triton, no gallery.
+        transport = httpx.ASGITransport(app=create_app(Settings()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            return await client.post(path, **body)
+
+    bodies = [{"content": b"hello", "headers": {"content-type": "text/plain"}}]
+    if path != "/extract":  # /extract takes JSON bodies too
+        bodies.append({"json": {"image": "abc", "identity_id": "x"}})
+        bodies.append({"data": {"identity_id": "x"}})  # a urlencoded form
+    for body in bodies:
+        response = asyncio.run(post(body))
+        assert response.status_code == 415, (path, body, response.text)
+        assert "expected multipart/form-data" in response.json()["detail"]

@@ -7,19 +7,20 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from face_service.api.admission import AdmissionLimiter
-from face_service.extraction import Extractor
+from face_service.enrollment import Enrollment
 from face_service.gallery.base import Gallery
 from face_service.identification import Identification
 from face_service.settings import Settings
 from pipeline import FacePipeline
+from triton_service import TritonService
 
 
 def get_pipeline(request: Request) -> FacePipeline:
     return request.app.state.pipeline
 
 
-def get_extractor(request: Request) -> Extractor:
-    return request.app.state.extractor
+def get_enrollment(request: Request) -> Enrollment:
+    return request.app.state.enrollment
 
 
 def get_admission(request: Request) -> AdmissionLimiter:
@@ -31,7 +32,11 @@ def get_identification(request: Request) -> Identification:
 
 
 def get_gallery(request: Request) -> Gallery:
-    return request.app.state.identification.gallery
+    return request.app.state.gallery
+
+
+def get_triton(request: Request) -> TritonService:
+    return request.app.state.triton
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -39,8 +44,9 @@ def get_app_settings(request: Request) -> Settings:
 
 
 PipelineDep = Annotated[FacePipeline, Depends(get_pipeline)]
-ExtractorDep = Annotated[Extractor, Depends(get_extractor)]
+EnrollmentDep = Annotated[Enrollment, Depends(get_enrollment)]
 AdmissionDep = Annotated[AdmissionLimiter, Depends(get_admission)]
 IdentificationDep = Annotated[Identification, Depends(get_identification)]
 GalleryDep = Annotated[Gallery, Depends(get_gallery)]
+TritonDep = Annotated[TritonService, Depends(get_triton)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

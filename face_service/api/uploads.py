@@ -13,9 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from face_service.api.schemas import ExtractJSONCreate
+from face_service.analysis import ImageInput, settings_context
+from face_service.api.schemas.extract import ExtractJSONCreate
 from face_service.errors import (
-    FaceServiceError,
     ImageTooLargeError,
     InvalidImageError,
     UnsupportedMediaTypeError,
@@ -24,8 +24,6 @@ from face_service.settings import Settings
 
 ACCEPTED_IMAGE_TYPES = ("image/", "application/octet-stream")
 Options = TypeVar("Options", bound=BaseModel)
-# An image of a batch, or why it could not be read: reported in that image's own entry.
-ImageInput = bytes | FaceServiceError
 
 
 def require_multipart(request: Request) -> None:
@@ -35,6 +33,12 @@ def require_multipart(request: Request) -> None:
             "expected multipart/form-data with image file(s), "
             f"got {content_type or 'no content type'!r}"
         )
+
+
+def require_multipart_or_json(request: Request) -> None:
+    """For routes that also take their images as base64 in a JSON body (/extract)."""
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        require_multipart(request)
 
 
 def check_image_type(content_type: str | None, field: str) -> None:
@@ -55,10 +59,14 @@ async def read_image(upload: UploadFile, field: str, settings: Settings) -> byte
     return await upload.read()
 
 
-def validate_options(model: type[Options], values: dict[str, object]) -> Options:
-    """Options as ``model``, or FastAPI's own 422 naming each offending field."""
+def validate_options(
+    model: type[Options], values: dict[str, object], settings: Settings | None = None
+) -> Options:
+    """Options as ``model``, or FastAPI's own 422 naming each offending field. With
+    ``settings``, options left out take the service's settings (see AnalysisOptions)."""
+    context = None if settings is None else settings_context(settings)
     try:
-        return model.model_validate(values)
+        return model.model_validate(values, context=context)
     except ValidationError as error:
         raise RequestValidationError(
             [
@@ -91,7 +99,7 @@ async def read_multipart(
             next(key for key, value in fields.items() if not isinstance(value, str)),
             "expected a form field, got a file",
         )
-    return images, validate_options(model, fields), filenames
+    return images, validate_options(model, fields, settings), filenames
 
 
 async def read_extract_json(
@@ -104,7 +112,7 @@ async def read_extract_json(
         raise InvalidImageError(f"the body is not valid JSON: {error}") from error
     if not isinstance(document, dict):
         raise validation_error("images", "the body must be a JSON object")
-    request_model = await asyncio.to_thread(validate_options, ExtractJSONCreate, document)
+    request_model = await asyncio.to_thread(validate_options, ExtractJSONCreate, document, settings)
     check_image_count(len(request_model.images.data), settings)
     images = await asyncio.to_thread(
         lambda: [
@@ -141,20 +149,3 @@ def check_image_count(count: int, settings: Settings) -> None:
 
 def validation_error(field: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": message}])
-
-
-def multipart_openapi(model: type[BaseModel], files_field: str, description: str) -> dict:
-    """``openapi_extra`` for a route that reads its multipart form itself: ``files_field``
-    (one or more files) and ``model``'s fields."""
-    properties = {
-        files_field: {
-            "type": "array",
-            "items": {"type": "string", "format": "binary"},
-            "description": description,
-        },
-        **model.model_json_schema()["properties"],
-    }
-    schema = {"type": "object", "properties": properties, "required": [files_field]}
-    return {
-        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
-    }

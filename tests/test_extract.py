@@ -1,5 +1,4 @@
-"""Batch extraction and drawing: unit tests of face selection and drawing, and the /extract and
-/draw routes against the real service."""
+"""The /extract and /draw routes against the real service."""
 
 from __future__ import annotations
 
@@ -14,48 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from face_service.extraction import draw_faces, face_size, select_faces
-from pipeline import Face
-
-
-def face(x1: float, y1: float, x2: float, y2: float, score: float = 0.9) -> Face:
-    return Face(
-        bbox=np.array([x1, y1, x2, y2], np.float32), det_score=score, landmarks=np.zeros((5, 2))
-    )
-
-
-def test_face_size_is_the_shorter_side() -> None:
-    assert face_size(face(10, 20, 50, 100)) == 40
-
-
-def test_select_faces_filters_small_ones_and_keeps_the_largest_in_score_order() -> None:
-    faces = [
-        face(0, 0, 10, 10, 0.9),
-        face(0, 0, 50, 50, 0.8),
-        face(0, 0, 30, 40, 0.7),
-        face(0, 0, 20, 90, 0.6),
-    ]
-    assert select_faces(faces, min_face_size=0, limit=0) == faces
-    assert select_faces(faces, min_face_size=25, limit=0) == [faces[1], faces[2]]
-    assert select_faces(faces, min_face_size=0, limit=2) == [faces[1], faces[3]]
-    assert select_faces(faces, min_face_size=25, limit=1) == [faces[1]]
-
-
-def test_draw_faces_draws_inside_boxes_only() -> None:
-    image = np.zeros((100, 200, 3), np.uint8)
-    drawn_face = Face(
-        bbox=np.array([20, 20, 80, 80], np.float32),
-        det_score=0.9,
-        landmarks=np.array([[40, 40], [60, 40], [50, 50], [42, 65], [58, 65]], np.float32),
-    )
-    drawn = draw_faces(image, [drawn_face], landmarks=True, scores=False)
-    assert drawn[20, 50].tolist() == [0, 255, 0]  # the box's top edge
-    assert drawn[40, 40].any()  # a landmark
-    assert not drawn[:, 120:].any()  # nothing far from the face
-    assert not image.any()  # the input is left alone
-
-
-# ---------------------------------------------------------------- the routes
+from face_service.testing.service_process import ServiceProcess
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -249,3 +207,41 @@ def test_concurrent_requests_all_get_correct_answers(
         np.testing.assert_allclose(boxes(result), boxes(expected[name]), atol=0.02)
         for a, b in zip(result["faces"], expected[name]["faces"], strict=True):
             assert float(np.dot(a["embedding"], b["embedding"])) > 0.9999
+
+
+@pytest.mark.integration
+def test_options_left_out_take_the_detection_settings(
+    service: ServiceProcess, api: httpx.Client, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    data = photos["players"].read_bytes()
+    [default] = extract(api, [("players", data)])["images"]
+    [small] = extract(api, [("players", data)], max_size=320)["images"]
+    configured_service = ServiceProcess(
+        api_port=0,
+        triton_url=service.triton_address,
+        work_dir=tmp_path,
+        env={"FACE_DET_THRESHOLD": "0.8", "FACE_DETECTOR_INPUT_SIZE": "320"},
+    )
+    with configured_service, httpx.Client(base_url=configured_service.url, timeout=60) as client:
+        [configured] = extract(client, [("players", data)])["images"]
+        as_json = client.post(
+            "/extract", json={"images": {"data": [base64.b64encode(data).decode()]}}
+        )
+        [as_default] = extract(client, [("players", data)], max_size=640, det_threshold=0.5)[
+            "images"
+        ]
+        [at_320] = extract(client, [("players", data)], det_threshold=0.5)["images"]
+        drawn = client.post("/draw", files={"image": ("players.jpg", data, "image/jpeg")})
+    assert len(default["faces"]) == 22
+    # At FACE_DET_THRESHOLD=0.8 and FACE_DETECTOR_INPUT_SIZE=320: exactly the faces that a
+    # 320 px detection scores at 0.8 or more (5 of players.jpg's), fewer than the default finds.
+    confident = [face for face in small["faces"] if face["det_score"] >= 0.8]
+    assert 0 < len(configured["faces"]) == len(confident) < len(default["faces"])
+    np.testing.assert_allclose(boxes(configured), boxes({"faces": confident}), atol=0.02)
+    assert as_json.status_code == 200, as_json.text
+    np.testing.assert_allclose(boxes(as_json.json()["images"][0]), boxes(configured), atol=0.02)
+    assert drawn.status_code == 200
+    assert drawn.headers["x-faces-detected"] == str(len(configured["faces"]))
+    # Options given in the request win over the settings.
+    np.testing.assert_allclose(boxes(as_default), boxes(default), atol=0.02)
+    np.testing.assert_allclose(boxes(at_320), boxes(small), atol=0.02)

@@ -1,4 +1,4 @@
-"""Request and response bodies of the gallery routes: identities, identification, records."""
+"""Bodies of the identity routes: enroll, add images, update, list, merge."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from face_service.api.schemas import FacePublic
-from face_service.gallery.base import Identity, Match, Record
+from face_service.api.schemas.faces import FacePublic
+from face_service.gallery.base import Identity
 
 IDENTITY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 MAX_NAME_LENGTH = 200
 MAX_METADATA_BYTES = 16 * 1024
-EMBEDDING_DIMENSION = 512
 
 
 def check_name(name: str | None) -> str | None:
@@ -138,87 +137,3 @@ class IdentityPagePublic(BaseModel):
 
 class DeletedPublic(BaseModel):
     deleted: int
-
-
-class MatchPublic(BaseModel):
-    identity_id: str
-    name: str | None
-    similarity: float
-
-    @classmethod
-    def from_match(cls, match: Match) -> MatchPublic:
-        return cls(
-            identity_id=match.identity_id, name=match.name, similarity=round(match.similarity, 6)
-        )
-
-
-class IdentifiedFacePublic(BaseModel):
-    bbox: list[float] | None = None
-    det_score: float | None = None
-    match: MatchPublic | None = Field(description="the best candidate at or above the threshold")
-    candidates: list[MatchPublic]
-
-
-class IdentifyPublic(BaseModel):
-    faces: list[IdentifiedFacePublic]
-    threshold: float
-
-
-class VerifyPublic(BaseModel):
-    identity_id: str
-    similarity: float
-    verified: bool
-    threshold: float
-    face: FacePublic | None = None
-
-
-class EmbeddingQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    embedding: list[float] = Field(min_length=EMBEDDING_DIMENSION, max_length=EMBEDDING_DIMENSION)
-    top_k: int = Field(5, ge=1, le=100)
-    threshold: float | None = Field(None, ge=-1, le=1)
-
-
-class EmbeddingVerify(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    embedding: list[float] = Field(min_length=EMBEDDING_DIMENSION, max_length=EMBEDDING_DIMENSION)
-    identity_id: str = Field(pattern=IDENTITY_ID_PATTERN)
-    threshold: float | None = Field(None, ge=-1, le=1)
-
-
-class RecordFacePublic(BaseModel):
-    bbox: list[float]
-    det_score: float
-    landmarks: list[list[float]]
-    embedding: list[float] | None
-
-
-class RecordPublic(BaseModel):
-    record_id: str
-    filename: str
-    width: int
-    height: int
-    channels: int
-    faces: list[RecordFacePublic]
-    created_at: datetime
-
-    @classmethod
-    def from_record(cls, record: Record) -> RecordPublic:
-        return cls(
-            record_id=record.record_id,
-            filename=record.filename,
-            width=record.width,
-            height=record.height,
-            channels=record.channels,
-            faces=[RecordFacePublic(**vars(face)) for face in record.faces],
-            created_at=record.created_at,
-        )
-
-
-class RecordPagePublic(BaseModel):
-    items: list[RecordPublic]
-    total: int
-    offset: int
-    limit: int

@@ -1,0 +1,196 @@
+"""The identity routes: enroll a person, add or remove templates, rename, list, delete, merge."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from face_service.analysis import ImageInput
+from face_service.api.deps import AdmissionDep, EnrollmentDep, GalleryDep, SettingsDep
+from face_service.api.openapi import error_responses, multipart_openapi
+from face_service.api.schemas.faces import FacePublic
+from face_service.api.schemas.identities import (
+    DeletedPublic,
+    EnrollmentPublic,
+    IdentityCreateForm,
+    IdentityPagePublic,
+    IdentityPublic,
+    IdentityUpdate,
+    ImageReport,
+    MergeCreate,
+)
+from face_service.api.uploads import read_multipart, require_multipart, validation_error
+from face_service.enrollment import EnrollmentImage
+from face_service.errors import ConfirmationRequiredError
+from face_service.gallery.base import UNSET, Identity
+from face_service.settings import Settings
+
+router = APIRouter(
+    tags=["identities"], responses=error_responses(400, 404, 409, 413, 415, 422, 503)
+)
+
+
+def report_public(report: EnrollmentImage) -> ImageReport:
+    return ImageReport(
+        index=report.index,
+        filename=report.filename,
+        status="skipped" if report.template_id is None else "enrolled",
+        reason=report.reason,
+        template_id=report.template_id,
+        face=FacePublic.from_face(report.face) if report.face is not None else None,
+    )
+
+
+def enrollment_public(identity: Identity, reports: list[EnrollmentImage]) -> EnrollmentPublic:
+    return EnrollmentPublic(
+        identity=IdentityPublic.from_identity(identity), images=[report_public(r) for r in reports]
+    )
+
+
+async def read_enrollment(
+    request: Request, settings: Settings
+) -> tuple[list[ImageInput], list[str | None], IdentityCreateForm]:
+    images, fields, filenames = await read_multipart(
+        request, IdentityCreateForm, settings, files_field="images"
+    )
+    return images, filenames, fields
+
+
+@router.post(
+    "/identities",
+    status_code=201,
+    response_model=EnrollmentPublic,
+    summary="Enroll a person: one template per image (its most prominent face)",
+    openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N images of the person"),
+    dependencies=[Depends(require_multipart)],
+)
+async def enroll(
+    request: Request,
+    enrollment: EnrollmentDep,
+    admission: AdmissionDep,
+    settings: SettingsDep,
+) -> EnrollmentPublic:
+    images, filenames, fields = await read_enrollment(request, settings)
+    async with admission.slot():
+        identity, reports = await enrollment.enroll(
+            identity_id=fields.identity_id,
+            name=fields.name,
+            metadata=fields.metadata,
+            images=images,
+            filenames=filenames,
+        )
+    return enrollment_public(identity, reports)
+
+
+@router.post(
+    "/identities/{identity_id}/images",
+    response_model=EnrollmentPublic,
+    summary="Add templates to a person",
+    openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N more images"),
+    dependencies=[Depends(require_multipart)],
+)
+async def add_images(
+    identity_id: str,
+    request: Request,
+    enrollment: EnrollmentDep,
+    admission: AdmissionDep,
+    settings: SettingsDep,
+) -> EnrollmentPublic:
+    images, filenames, fields = await read_enrollment(request, settings)
+    if fields.model_fields_set:
+        raise validation_error(sorted(fields.model_fields_set)[0], "only images are accepted here")
+    async with admission.slot():
+        identity, reports = await enrollment.add_images(
+            identity_id=identity_id, images=images, filenames=filenames
+        )
+    return enrollment_public(identity, reports)
+
+
+@router.delete(
+    "/identities/{identity_id}/templates/{template_id}",
+    response_model=IdentityPublic,
+    summary="Remove one template of a person",
+)
+async def delete_template(
+    identity_id: str, template_id: str, gallery: GalleryDep
+) -> IdentityPublic:
+    identity = await asyncio.to_thread(
+        gallery.delete_template, identity_id=identity_id, template_id=template_id
+    )
+    return IdentityPublic.from_identity(identity)
+
+
+@router.patch(
+    "/identities/{identity_id}", response_model=IdentityPublic, summary="Change name or metadata"
+)
+async def update_identity(
+    identity_id: str, update: IdentityUpdate, gallery: GalleryDep
+) -> IdentityPublic:
+    changes = update.model_dump(exclude_unset=True)
+    if "metadata" in changes and changes["metadata"] is None:
+        raise validation_error("metadata", "metadata must be a JSON object")
+    identity = await asyncio.to_thread(
+        gallery.update_identity,
+        identity_id=identity_id,
+        name=changes.get("name", UNSET),
+        metadata=changes.get("metadata", UNSET),
+    )
+    return IdentityPublic.from_identity(identity)
+
+
+@router.get(
+    "/identities", response_model=IdentityPagePublic, summary="List people, a page at a time"
+)
+async def list_identities(
+    gallery: GalleryDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    name: Annotated[str | None, Query(max_length=200, description="substring, any case")] = None,
+) -> IdentityPagePublic:
+    items, total = await asyncio.to_thread(
+        gallery.list_identities, offset=offset, limit=limit, name_contains=name
+    )
+    return IdentityPagePublic(
+        items=[IdentityPublic.from_identity(i) for i in items],
+        total=total,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@router.get("/identities/{identity_id}", response_model=IdentityPublic, summary="One person")
+async def get_identity(identity_id: str, gallery: GalleryDep) -> IdentityPublic:
+    identity = await asyncio.to_thread(gallery.get_identity, identity_id=identity_id)
+    return IdentityPublic.from_identity(identity)
+
+
+@router.delete("/identities/{identity_id}", status_code=204, summary="Delete a person")
+async def delete_identity(identity_id: str, gallery: GalleryDep) -> Response:
+    await asyncio.to_thread(gallery.delete_identity, identity_id=identity_id)
+    return Response(status_code=204)
+
+
+@router.delete("/identities", response_model=DeletedPublic, summary="Delete every person")
+async def delete_all(
+    gallery: GalleryDep,
+    confirm: Annotated[bool, Query(description="must be true: this empties the gallery")] = False,
+) -> DeletedPublic:
+    if not confirm:
+        raise ConfirmationRequiredError("deleting every identity needs ?confirm=true")
+    return DeletedPublic(deleted=await asyncio.to_thread(gallery.delete_all))
+
+
+@router.post(
+    "/identities/{identity_id}/merge",
+    response_model=IdentityPublic,
+    summary="Move another person's templates to this one and delete the other",
+)
+async def merge(identity_id: str, body: MergeCreate, gallery: GalleryDep) -> IdentityPublic:
+    if body.source_id == identity_id:
+        raise validation_error("source_id", "cannot merge an identity into itself")
+    identity = await asyncio.to_thread(
+        gallery.merge, target_id=identity_id, source_id=body.source_id
+    )
+    return IdentityPublic.from_identity(identity)
