@@ -40,7 +40,7 @@ from face_service.api.uploads import (
 )
 from face_service.errors import FaceServiceError, InvalidImageError, ModelUnavailableError
 from face_service.extraction import ExtractOptions, Extractor, draw_faces, store_records
-from face_service.gallery.base import open_gallery
+from face_service.gallery import open_gallery
 from face_service.identification import Identification
 from face_service.imaging import encode_jpeg
 from face_service.settings import Settings, get_settings
@@ -79,7 +79,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.pipeline = pipeline
     app.state.extractor = Extractor(pipeline)
     try:
-        gallery = await asyncio.to_thread(open_gallery, settings)
+        # TODO(lead): from the recognizer
+        gallery = await asyncio.to_thread(open_gallery, settings, dimension=512)
     except BaseException:
         await triton.stop()
         raise

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from face_service.errors import FaceServiceError, InvalidImageError
-from face_service.gallery.base import Gallery, RecordFace
+from face_service.gallery import Gallery, RecordFace
 from face_service.imaging import (
     ARCFACE_SIZE,
     ARCFACE_TEMPLATE,

@@ -16,7 +16,7 @@ from face_service.errors import (
     InvalidImageError,
     NoUsableFaceError,
 )
-from face_service.gallery.base import Gallery, Identity, Match
+from face_service.gallery import Gallery, Identity, Match
 from pipeline import Face, FacePipeline, prominence
 
 # An enrollment image is ambiguous - whose template would it be? - when a runner-up face is

@@ -29,7 +29,7 @@ from face_service.errors import (
     RecordNotFoundError,
     TemplateNotFoundError,
 )
-from face_service.gallery.base import NO_TEMPLATE_SIMILARITY, Gallery, RecordFace, open_gallery
+from face_service.gallery import NO_TEMPLATE_SIMILARITY, Gallery, RecordFace, open_gallery
 from face_service.gallery.postgres import PostgresGallery
 from face_service.gallery.sqlite import SQLiteGallery
 from face_service.settings import Settings
@@ -49,7 +49,7 @@ class Store:
 
     def open(self, **options: Any) -> Gallery:
         gallery: Gallery
-        options = {**self.defaults, **options}
+        options = {"dimension": DIM, **self.defaults, **options}
         if self.backend == "sqlite":
             gallery = SQLiteGallery(Path(self.location), **options)
         else:
@@ -543,7 +543,11 @@ _KILL_SCRIPT = textwrap.dedent(
     from pathlib import Path
 
     backend, location = sys.argv[1:]
-    gallery = SQLiteGallery(Path(location)) if backend == "sqlite" else PostgresGallery(location)
+    gallery = (
+        SQLiteGallery(Path(location), dimension=512)
+        if backend == "sqlite"
+        else PostgresGallery(location, dimension=512)
+    )
     vector = np.zeros(512, np.float32)
     vector[7] = 1.0
     gallery.create_identity(
@@ -599,7 +603,7 @@ def test_bulk_load(store: Store) -> None:
 def test_open_gallery_follows_the_settings(store: Store, tmp_path: Path) -> None:
     if store.backend == "sqlite":
         settings = Settings(data_dir=tmp_path / "nested" / "data", gallery_database_url=None)
-        gallery = open_gallery(settings)
+        gallery = open_gallery(settings, dimension=DIM)
         assert isinstance(gallery, SQLiteGallery)
         assert gallery.path == tmp_path / "nested" / "data" / "gallery.sqlite3"
     else:
@@ -613,7 +617,7 @@ def test_open_gallery_follows_the_settings(store: Store, tmp_path: Path) -> None
             gallery_hnsw_partitions=2,
             gallery_search_threads=1,
         )
-        gallery = open_gallery(settings)
+        gallery = open_gallery(settings, dimension=DIM)
         assert isinstance(gallery, PostgresGallery)
         assert (gallery.scoring, gallery.exact_search_below, gallery.ef_search) == ("mean", 123, 77)
         assert gallery.partitions == 2
@@ -633,17 +637,17 @@ def test_open_gallery_follows_the_settings(store: Store, tmp_path: Path) -> None
     finally:
         gallery.close()
     with pytest.raises(ValueError, match="gallery_database_url"):
-        open_gallery(Settings(gallery_database_url="mysql://user:secret@host/db"))
+        open_gallery(Settings(gallery_database_url="mysql://user:secret@host/db"), dimension=DIM)
 
 
 def test_bad_index_parameters_are_refused_before_connecting() -> None:
     url = "postgresql://nobody@127.0.0.1:1/none"
     with pytest.raises(ValueError, match="ef_search must be in"):
-        PostgresGallery(url, ef_search=0)
+        PostgresGallery(url, dimension=DIM, ef_search=0)
     with pytest.raises(ValueError, match="hnsw_ef_construction in"):
-        PostgresGallery(url, hnsw_m=32, hnsw_ef_construction=40)
+        PostgresGallery(url, dimension=DIM, hnsw_m=32, hnsw_ef_construction=40)
     with pytest.raises(ValueError, match=r"partitions must be in \[1, 256\], got 0"):
-        PostgresGallery(url, partitions=0)
+        PostgresGallery(url, dimension=DIM, partitions=0)
 
 
 def test_an_existing_gallery_keeps_its_partitions(
@@ -654,7 +658,7 @@ def test_an_existing_gallery_keeps_its_partitions(
             first = store.open(partitions=created)
             enroll(first, axis(0), identity_id="alice")
             first.close()
-            with caplog.at_level(logging.WARNING, logger="gallery_postgres"):
+            with caplog.at_level(logging.WARNING, logger="face_service.gallery"):
                 reopened = store.open(partitions=asked)
             assert reopened.partitions == created
             assert f"have {created} partition(s), not the {asked} asked for" in caplog.text
@@ -723,15 +727,17 @@ def test_an_unusable_database_is_a_gallery_error(store: Store, tmp_path: Path) -
     enroll(gallery, axis(0), identity_id="alice")
     if store.backend == "sqlite":
         with pytest.raises(GalleryError, match="in use"):
-            SQLiteGallery(Path(store.location))
+            SQLiteGallery(Path(store.location), dimension=DIM)
         garbage = tmp_path / "garbage.sqlite3"
         garbage.write_bytes(b"this is not a database" * 100)
         with pytest.raises(GalleryError) as raised:
-            SQLiteGallery(garbage)
+            SQLiteGallery(garbage, dimension=DIM)
     else:
         nowhere = _database_url(store.location, "postgres").split("?")[0]
         with pytest.raises(GalleryError) as raised:
-            PostgresGallery(f"{nowhere}?host={tmp_path}/no-server", connect_timeout_s=2)
+            PostgresGallery(
+                f"{nowhere}?host={tmp_path}/no-server", dimension=DIM, connect_timeout_s=2
+            )
     assert raised.value.status_code == 503
     gallery.close()
     with pytest.raises(GalleryError):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from face_service.errors import EmbeddingError, InvalidImageError
-from face_service.gallery.base import Match
+from face_service.gallery import Match
 from face_service.identification import best_match, choose_enrollment_face, unit_vector
 from pipeline import Face
 

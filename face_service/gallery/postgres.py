@@ -30,22 +30,24 @@ from face_service.errors import (
     IdentityNotFoundError,
     TemplateNotFoundError,
 )
-from face_service.gallery.base import (
+from face_service.gallery.base import Gallery
+from face_service.gallery.rows import (
     IDENTITY_COLUMNS,
-    NO_TEMPLATE_SIMILARITY,
     RECORD_COLUMNS,
-    BulkRows,
-    Gallery,
-    Identity,
-    Match,
-    Record,
-    Scoring,
-    Template,
     clip_similarity,
     database_errors,
     faces_to_json,
     record_from_row,
     utcnow,
+)
+from face_service.gallery.types import (
+    NO_TEMPLATE_SIMILARITY,
+    BulkRows,
+    Identity,
+    Match,
+    Record,
+    Scoring,
+    Template,
 )
 
 R = TypeVar("R")
@@ -106,13 +108,13 @@ class PostgresGallery(Gallery):
         self,
         url: str,
         *,
+        dimension: int,
         scoring: Scoring = "max",
         exact_search_below: int = 20_000,
         ef_search: int = 400,
         hnsw_m: int = 24,
         hnsw_ef_construction: int = 128,
         partitions: int = 16,
-        dimension: int = 512,
         min_connections: int = 1,
         max_connections: int = 8,
         connect_timeout_s: float = 10.0,

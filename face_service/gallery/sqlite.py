@@ -23,22 +23,17 @@ from face_service.errors import (
     IdentityNotFoundError,
     TemplateNotFoundError,
 )
-from face_service.gallery.base import (
+from face_service.gallery.base import Gallery
+from face_service.gallery.rows import (
     IDENTITY_COLUMNS,
     RECORD_COLUMNS,
-    BulkRows,
-    Gallery,
-    Identity,
-    Match,
-    Record,
-    Scoring,
-    Template,
     database_errors,
     faces_to_json,
     record_from_row,
     utcnow,
 )
 from face_service.gallery.template_index import TemplateIndex
+from face_service.gallery.types import BulkRows, Identity, Match, Record, Scoring, Template
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +108,8 @@ class SQLiteGallery(Gallery):
         self,
         path: Path,
         *,
+        dimension: int,
         scoring: Scoring = "max",
-        dimension: int = 512,
         search_threads: int = 0,
     ) -> None:
         if scoring not in ("max", "mean"):

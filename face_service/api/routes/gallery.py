@@ -36,7 +36,7 @@ from face_service.api.uploads import (
     validation_error,
 )
 from face_service.errors import ConfirmationRequiredError, FaceServiceError
-from face_service.gallery.base import UNSET, Identity
+from face_service.gallery import UNSET, Identity
 from face_service.identification import EnrollmentImage, IdentifiedFace, unit_vector
 from face_service.settings import Settings
 

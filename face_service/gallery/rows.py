@@ -1,0 +1,109 @@
+"""What the gallery's modules share below the API: new ids and times, embeddings checked and
+normalised into unit rows, page arguments, JSON copies, detection records to and from table rows,
+the SQL column lists, and the decorator that turns a database driver's errors into GalleryError."""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+import numpy as np
+
+from face_service.errors import GalleryError
+from face_service.gallery.types import Record, RecordFace
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+IDENTITY_COLUMNS = "identity_id, name, metadata, created_at, updated_at"
+RECORD_COLUMNS = "record_id, filename, width, height, channels, faces, created_at"
+
+
+def database_errors(
+    unusable: tuple[type[Exception], ...], *, except_for: tuple[type[Exception], ...] = ()
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Makes a backend method turn the driver's errors of the ``unusable`` kinds (the database
+    unreachable, locked, closed or broken), but not ``except_for`` ones, into GalleryError (503)."""
+
+    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(method)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return method(*args, **kwargs)
+            except unusable as error:
+                if isinstance(error, except_for):
+                    raise
+                raise GalleryError(f"the gallery database cannot be used: {error}") from error
+
+        return wrapper
+
+    return decorate
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_unit_rows(embeddings: Any, dimension: int) -> np.ndarray:
+    """Rows as L2-normalised, C-contiguous float32; ValueError for a wrong shape or a zero or
+    non-finite row."""
+    matrix = np.asarray(embeddings, dtype=np.float32)
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(1, -1)
+    if matrix.ndim != 2 or matrix.shape[1] != dimension:
+        raise ValueError(
+            f"embeddings must be of shape (n, {dimension}), got {np.shape(embeddings)}"
+        )
+    if not np.isfinite(matrix).all():
+        raise ValueError("embeddings must be finite")
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError("an embedding is the zero vector")
+    return np.ascontiguousarray(matrix / norms, dtype=np.float32)
+
+
+def as_unit_query(embedding: Any, dimension: int) -> np.ndarray:
+    query = np.asarray(embedding, dtype=np.float32)
+    if query.shape != (dimension,):
+        raise ValueError(f"the embedding must be of shape ({dimension},), got {query.shape}")
+    return as_unit_rows(query, dimension)[0]
+
+
+def clip_similarity(similarity: float) -> float:
+    """Rounding can take the cosine of a vector and itself just past 1."""
+    return min(1.0, max(-1.0, float(similarity)))
+
+
+def check_page(offset: int, limit: int) -> None:
+    if offset < 0 or limit < 0:
+        raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
+
+
+def json_copy(value: Any) -> Any:
+    """What a JSON column gives back for ``value`` (TypeError when it is not JSON)."""
+    return json.loads(json.dumps(value))
+
+
+def faces_from_json(faces: list[dict[str, Any]]) -> list[RecordFace]:
+    return [RecordFace(**face) for face in faces]
+
+
+def faces_to_json(faces: list[RecordFace]) -> list[dict[str, Any]]:
+    return [asdict(face) for face in faces]
+
+
+def record_from_row(
+    row: Sequence[Any], *, faces: list[dict[str, Any]], created_at: datetime
+) -> Record:
+    """A Record from a row of RECORD_COLUMNS, with the faces and time the backend decoded."""
+    record_id, filename, width, height, channels = row[:5]
+    return Record(record_id, filename, width, height, channels, faces_from_json(faces), created_at)
