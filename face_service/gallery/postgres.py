@@ -31,15 +31,8 @@ from face_service.errors import (
     TemplateNotFoundError,
 )
 from face_service.gallery.base import Gallery
-from face_service.gallery.rows import (
-    IDENTITY_COLUMNS,
-    RECORD_COLUMNS,
-    clip_similarity,
-    database_errors,
-    faces_to_json,
-    record_from_row,
-    utcnow,
-)
+from face_service.gallery.rows import clip_similarity, database_errors, utcnow
+from face_service.gallery.sql import IDENTITY_COLUMNS, Dialect
 from face_service.gallery.types import (
     NO_TEMPLATE_SIMILARITY,
     BulkRows,
@@ -72,6 +65,21 @@ def _vector_dumper(oid: int) -> type:
     VectorDumper.oid = oid
     return VectorDumper
 
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+_SQL = Dialect(
+    mark="%s",
+    contains="strpos(lower({column}), lower(%s::text)) > 0",
+    in_list="{column} = ANY(%s)",
+    encode_list=list,
+    encode_json=Jsonb,
+    decode_json=lambda value: value,  # psycopg decodes jsonb
+    encode_time=lambda moment: moment,
+    decode_time=_utc,
+)
 
 _PG_LOCK_KEY = 0x6761_6C6C  # advisory lock: one schema creation at a time
 _TEMPLATE_INDEX = "templates_embedding_hnsw"
@@ -349,39 +357,6 @@ class PostgresGallery(Gallery):
                 ],
             )
 
-    @staticmethod
-    def _templates_of(
-        conn: psycopg.Connection, identity_ids: list[str]
-    ) -> dict[str, list[Template]]:
-        found: dict[str, list[Template]] = {i: [] for i in identity_ids}
-        for identity_id, template_id, source, created_at in conn.execute(
-            "SELECT identity_id, template_id, source, created_at FROM templates "
-            "WHERE identity_id = ANY(%s) ORDER BY seq",
-            (identity_ids,),
-        ):
-            found[identity_id].append(Template(template_id, source, created_at.astimezone(UTC)))
-        return found
-
-    @staticmethod
-    def _identity(row: tuple[Any, ...], templates: list[Template]) -> Identity:
-        identity_id, name, metadata, created_at, updated_at = row
-        return Identity(
-            identity_id,
-            name,
-            metadata,
-            created_at.astimezone(UTC),
-            updated_at.astimezone(UTC),
-            templates,
-        )
-
-    def _get(self, conn: psycopg.Connection, identity_id: str) -> Identity:
-        row = conn.execute(
-            f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE identity_id = %s", (identity_id,)
-        ).fetchone()
-        if row is None:
-            raise IdentityNotFoundError(identity_id)
-        return self._identity(row, self._templates_of(conn, [identity_id])[identity_id])
-
     # -- identities
 
     @_pg_errors
@@ -409,7 +384,7 @@ class PostgresGallery(Gallery):
             self._lock_identities(conn, identity_id)
             self._write_templates(conn, identity_id, templates, rows)
             self._refresh(conn, identity_id, now)
-            return self._get(conn, identity_id)
+            return _SQL.get_identity(conn, identity_id)
 
         return self._write(work)
 
@@ -426,7 +401,7 @@ class PostgresGallery(Gallery):
             if not deleted:
                 raise TemplateNotFoundError(identity_id, template_id)
             self._refresh(conn, identity_id, now)
-            return self._get(conn, identity_id)
+            return _SQL.get_identity(conn, identity_id)
 
         return self._write(work)
 
@@ -434,59 +409,23 @@ class PostgresGallery(Gallery):
     def _update_identity(
         self, identity_id: str, changes: dict[str, Any], now: datetime
     ) -> Identity:
-        if "metadata" in changes:
-            changes = {**changes, "metadata": Jsonb(changes["metadata"])}
-        assignments = ", ".join(f"{column} = %s" for column in ("updated_at", *changes))
-
         def work(conn: psycopg.Connection) -> Identity:
-            updated = conn.execute(
-                f"UPDATE identities SET {assignments} WHERE identity_id = %s",
-                [now, *changes.values(), identity_id],
-            ).rowcount
-            if not updated:
-                raise IdentityNotFoundError(identity_id)
-            return self._get(conn, identity_id)
+            _SQL.update_identity(conn, identity_id, changes, now)
+            return _SQL.get_identity(conn, identity_id)
 
         return self._write(work)
 
     @_pg_errors
     def get_identity(self, *, identity_id: str) -> Identity:
         with self._transaction() as conn:
-            return self._get(conn, identity_id)
-
-    @staticmethod
-    def _page(
-        conn: psycopg.Connection,
-        table: str,
-        columns: str,
-        text: str,
-        contains: str | None,
-        offset: int,
-        limit: int,
-    ) -> tuple[list[tuple[Any, ...]], int]:
-        """Rows of ``table`` in creation order (then id, the first column) whose ``text``
-        column holds ``contains`` (any case; None: every row), and how many there are."""
-        where = f"WHERE %(f)s::text IS NULL OR strpos(lower({text}), lower(%(f)s::text)) > 0"
-        args = {"f": contains, "limit": limit, "offset": offset}
-        first = columns.split(",")[0]
-        (total,) = conn.execute(f"SELECT count(*) FROM {table} {where}", args).fetchone()
-        rows = conn.execute(
-            f"SELECT {columns} FROM {table} {where} ORDER BY created_at, {first} "
-            "LIMIT %(limit)s OFFSET %(offset)s",
-            args,
-        ).fetchall()
-        return rows, total
+            return _SQL.get_identity(conn, identity_id)
 
     @_pg_errors
     def _list_identities(
         self, offset: int, limit: int, name_contains: str | None
     ) -> tuple[list[Identity], int]:
         with self._transaction() as conn:
-            rows, total = self._page(
-                conn, "identities", IDENTITY_COLUMNS, "name", name_contains, offset, limit
-            )
-            templates = self._templates_of(conn, [row[0] for row in rows])
-        return [self._identity(row, templates[row[0]]) for row in rows], total
+            return _SQL.list_identities(conn, offset, limit, name_contains)
 
     @_pg_errors
     def delete_identity(self, *, identity_id: str) -> None:
@@ -523,7 +462,7 @@ class PostgresGallery(Gallery):
             )
             conn.execute("DELETE FROM identities WHERE identity_id = %s", (source_id,))
             self._refresh(conn, target_id, now)
-            return self._get(conn, target_id)
+            return _SQL.get_identity(conn, target_id)
 
         return self._write(work)
 
@@ -701,50 +640,27 @@ class PostgresGallery(Gallery):
 
     # -- records
 
-    @staticmethod
-    def _record(row: tuple[Any, ...]) -> Record:
-        return record_from_row(row, faces=row[5], created_at=row[6].astimezone(UTC))
-
     @_pg_errors
     def _insert_record(self, record: Record) -> None:
         with self._transaction() as conn:
-            conn.execute(
-                f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    record.record_id,
-                    record.filename,
-                    record.width,
-                    record.height,
-                    record.channels,
-                    Jsonb(faces_to_json(record.faces)),
-                    record.created_at,
-                ),
-            )
+            _SQL.insert_record(conn, record)
 
     @_pg_errors
     def _find_records(
         self, filename_contains: str | None, offset: int, limit: int
     ) -> tuple[list[Record], int]:
         with self._transaction() as conn:
-            rows, total = self._page(
-                conn, "records", RECORD_COLUMNS, "filename", filename_contains, offset, limit
-            )
-        return [self._record(row) for row in rows], total
+            return _SQL.find_records(conn, filename_contains, offset, limit)
 
     @_pg_errors
     def _get_record(self, record_id: str) -> Record | None:
         with self._transaction() as conn:
-            row = conn.execute(
-                f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = %s", (record_id,)
-            ).fetchone()
-        return None if row is None else self._record(row)
+            return _SQL.get_record(conn, record_id)
 
     @_pg_errors
     def _delete_record(self, record_id: str) -> bool:
         with self._transaction() as conn:
-            return (
-                conn.execute("DELETE FROM records WHERE record_id = %s", (record_id,)).rowcount > 0
-            )
+            return _SQL.delete_record(conn, record_id)
 
     # -- index, export, close
 

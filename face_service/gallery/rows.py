@@ -1,13 +1,14 @@
 """What the gallery's modules share below the API: new ids and times, embeddings checked and
-normalised into unit rows, page arguments, JSON copies, detection records to and from table rows,
-the SQL column lists, and the decorator that turns a database driver's errors into GalleryError."""
+normalised into unit rows, similarities clipped, page arguments checked, JSON copies (detection
+faces to and from JSON), and the decorator that turns a database driver's errors into
+GalleryError."""
 
 from __future__ import annotations
 
 import functools
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -15,13 +16,10 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from face_service.errors import GalleryError
-from face_service.gallery.types import Record, RecordFace
+from face_service.gallery.types import RecordFace
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-IDENTITY_COLUMNS = "identity_id, name, metadata, created_at, updated_at"
-RECORD_COLUMNS = "record_id, filename, width, height, channels, faces, created_at"
 
 
 def database_errors(
@@ -99,11 +97,3 @@ def faces_from_json(faces: list[dict[str, Any]]) -> list[RecordFace]:
 
 def faces_to_json(faces: list[RecordFace]) -> list[dict[str, Any]]:
     return [asdict(face) for face in faces]
-
-
-def record_from_row(
-    row: Sequence[Any], *, faces: list[dict[str, Any]], created_at: datetime
-) -> Record:
-    """A Record from a row of RECORD_COLUMNS, with the faces and time the backend decoded."""
-    record_id, filename, width, height, channels = row[:5]
-    return Record(record_id, filename, width, height, channels, faces_from_json(faces), created_at)

@@ -24,14 +24,8 @@ from face_service.errors import (
     TemplateNotFoundError,
 )
 from face_service.gallery.base import Gallery
-from face_service.gallery.rows import (
-    IDENTITY_COLUMNS,
-    RECORD_COLUMNS,
-    database_errors,
-    faces_to_json,
-    record_from_row,
-    utcnow,
-)
+from face_service.gallery.rows import database_errors, utcnow
+from face_service.gallery.sql import IDENTITY_COLUMNS, Dialect
 from face_service.gallery.template_index import TemplateIndex
 from face_service.gallery.types import BulkRows, Identity, Match, Record, Scoring, Template
 
@@ -94,6 +88,20 @@ def _lower(text: str | None) -> str | None:
 
 def _marks(count: int) -> str:
     return ",".join("?" * count)
+
+
+_SQL = Dialect(
+    mark="?",
+    # py_lower is Python's str.lower: SQLite's own lower() folds ASCII letters only.
+    contains="instr(py_lower({column}), py_lower(?)) > 0",
+    # One parameter for any count: a literal list would meet SQLite's limit on variables.
+    in_list="{column} IN (SELECT value FROM json_each(?))",
+    encode_list=json.dumps,
+    encode_json=json.dumps,
+    decode_json=json.loads,
+    encode_time=_ts,
+    decode_time=_dt,
+)
 
 
 class SQLiteGallery(Gallery):
@@ -241,32 +249,6 @@ class SQLiteGallery(Gallery):
         if identity_id not in self._index:
             raise IdentityNotFoundError(identity_id)
 
-    def _templates_of(self, identity_ids: list[str]) -> dict[str, list[Template]]:
-        found: dict[str, list[Template]] = {i: [] for i in identity_ids}
-        for identity_id, template_id, source, created_at in self._rows_in(
-            "SELECT identity_id, template_id, source, created_at FROM templates "
-            "WHERE identity_id IN",
-            identity_ids,
-            "ORDER BY seq",
-        ):
-            found[identity_id].append(Template(template_id, source, _dt(created_at)))
-        return found
-
-    @staticmethod
-    def _identity(row: tuple[Any, ...], templates: list[Template]) -> Identity:
-        identity_id, name, metadata, created_at, updated_at = row
-        return Identity(
-            identity_id, name, json.loads(metadata), _dt(created_at), _dt(updated_at), templates
-        )
-
-    def _get(self, identity_id: str) -> Identity:
-        row = self._conn.execute(
-            f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE identity_id = ?", (identity_id,)
-        ).fetchone()
-        if row is None:
-            raise IdentityNotFoundError(identity_id)
-        return self._identity(row, self._templates_of([identity_id])[identity_id])
-
     def _write_templates(
         self, owners: list[str], templates: list[Template], rows: np.ndarray
     ) -> np.ndarray:
@@ -333,7 +315,7 @@ class SQLiteGallery(Gallery):
                 self._touch(identity_id, now)
             self._index.add_rows([identity_id] * len(rows), keys, rows)
             self._refresh_centroid(identity_id)
-            return self._get(identity_id)
+            return _SQL.get_identity(self._conn, identity_id)
 
     @_sqlite_errors
     def delete_template(self, *, identity_id: str, template_id: str) -> Identity:
@@ -350,56 +332,28 @@ class SQLiteGallery(Gallery):
                 self._touch(identity_id, utcnow())
             self._index.remove_template(identity_id, row[0])
             self._refresh_centroid(identity_id)
-            return self._get(identity_id)
+            return _SQL.get_identity(self._conn, identity_id)
 
     @_sqlite_errors
     def _update_identity(
         self, identity_id: str, changes: dict[str, Any], now: datetime
     ) -> Identity:
-        if "metadata" in changes:
-            changes = {**changes, "metadata": json.dumps(changes["metadata"])}
-        assignments = ", ".join(f"{column} = ?" for column in ("updated_at", *changes))
         with self._open() as conn:
             with self._transaction():
-                updated = conn.execute(
-                    f"UPDATE identities SET {assignments} WHERE identity_id = ?",
-                    [_ts(now), *changes.values(), identity_id],
-                ).rowcount
-                if not updated:
-                    raise IdentityNotFoundError(identity_id)
-            return self._get(identity_id)
+                _SQL.update_identity(conn, identity_id, changes, now)
+            return _SQL.get_identity(conn, identity_id)
 
     @_sqlite_errors
     def get_identity(self, *, identity_id: str) -> Identity:
-        with self._open():
-            return self._get(identity_id)
-
-    def _page(
-        self, table: str, columns: str, text: str, contains: str | None, offset: int, limit: int
-    ) -> tuple[list[tuple[Any, ...]], int]:
-        """Rows of ``table`` in creation order (then id, the first column) whose ``text``
-        column holds ``contains`` (any case; None: every row), and how many there are."""
-        where, args = "", []
-        if contains is not None:
-            where, args = f"WHERE instr(py_lower({text}), ?) > 0", [contains.lower()]
-        first = columns.split(",")[0]
-        (total,) = self._conn.execute(f"SELECT count(*) FROM {table} {where}", args).fetchone()
-        rows = self._conn.execute(
-            f"SELECT {columns} FROM {table} {where} ORDER BY created_at, {first} LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ).fetchall()
-        return rows, total
+        with self._open() as conn:
+            return _SQL.get_identity(conn, identity_id)
 
     @_sqlite_errors
     def _list_identities(
         self, offset: int, limit: int, name_contains: str | None
     ) -> tuple[list[Identity], int]:
-        with self._open():
-            rows, total = self._page(
-                "identities", IDENTITY_COLUMNS, "name", name_contains, offset, limit
-            )
-            templates = self._templates_of([row[0] for row in rows])
-        return [self._identity(row, templates[row[0]]) for row in rows], total
+        with self._open() as conn:
+            return _SQL.list_identities(conn, offset, limit, name_contains)
 
     @_sqlite_errors
     def delete_identity(self, *, identity_id: str) -> None:
@@ -435,7 +389,7 @@ class SQLiteGallery(Gallery):
                 self._touch(target_id, now)
             self._index.merge(target_id, source_id)
             self._refresh_centroid(target_id)
-            return self._get(target_id)
+            return _SQL.get_identity(self._conn, target_id)
 
     @_sqlite_errors
     def _insert_bulk(self, bulk: BulkRows) -> None:
@@ -488,50 +442,27 @@ class SQLiteGallery(Gallery):
 
     # -- records
 
-    @staticmethod
-    def _record(row: tuple[Any, ...]) -> Record:
-        return record_from_row(row, faces=json.loads(row[5]), created_at=_dt(row[6]))
-
     @_sqlite_errors
     def _insert_record(self, record: Record) -> None:
         with self._open() as conn, self._transaction():
-            conn.execute(
-                f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.record_id,
-                    record.filename,
-                    record.width,
-                    record.height,
-                    record.channels,
-                    json.dumps(faces_to_json(record.faces)),
-                    _ts(record.created_at),
-                ),
-            )
+            _SQL.insert_record(conn, record)
 
     @_sqlite_errors
     def _find_records(
         self, filename_contains: str | None, offset: int, limit: int
     ) -> tuple[list[Record], int]:
-        with self._open():
-            rows, total = self._page(
-                "records", RECORD_COLUMNS, "filename", filename_contains, offset, limit
-            )
-        return [self._record(row) for row in rows], total
+        with self._open() as conn:
+            return _SQL.find_records(conn, filename_contains, offset, limit)
 
     @_sqlite_errors
     def _get_record(self, record_id: str) -> Record | None:
         with self._open() as conn:
-            row = conn.execute(
-                f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)
-            ).fetchone()
-        return None if row is None else self._record(row)
+            return _SQL.get_record(conn, record_id)
 
     @_sqlite_errors
     def _delete_record(self, record_id: str) -> bool:
         with self._open() as conn, self._transaction():
-            return (
-                conn.execute("DELETE FROM records WHERE record_id = ?", (record_id,)).rowcount > 0
-            )
+            return _SQL.delete_record(conn, record_id)
 
     # -- export, close
 
