@@ -87,7 +87,6 @@ class PostgresGallery(Gallery):
         if scoring not in ("max", "mean"):
             raise ValueError(f"scoring must be 'max' or 'mean', got {scoring!r}")
         self.scoring = scoring
-        self.exact_search_below = exact_search_below
         if not 1 <= ef_search <= 1000:
             raise ValueError(f"ef_search must be in [1, 1000], got {ef_search}")
         if not 2 <= hnsw_m <= 100 or not 2 * hnsw_m <= hnsw_ef_construction <= 1000:
@@ -97,21 +96,20 @@ class PostgresGallery(Gallery):
             )
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise ValueError(f"partitions must be in [1, {MAX_PARTITIONS}], got {partitions}")
-        self.ef_search = ef_search
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
         self.dimension = dimension
-        try:
-            with psycopg.connect(
+        with (
+            postgres_errors,
+            psycopg.connect(
                 url, autocommit=True, connect_timeout=max(1, round(connect_timeout_s))
-            ) as conn:
-                # An existing gallery's own layout decides.
-                self.partitions = create_schema(
-                    conn, dimension=dimension, partitions=partitions, index=self._index_sql()
-                )
-                self._vector_oid = vector_oid(conn)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-            raise GalleryError(f"the gallery database cannot be used: {error}") from error
+            ) as conn,
+        ):
+            # An existing gallery's own layout decides.
+            partitions = create_schema(
+                conn, dimension=dimension, partitions=partitions, index=self._index_sql()
+            )
+            self._vector_oid = vector_oid(conn)
         self._dumper = vector_dumper(self._vector_oid)
         self._pool = ConnectionPool(
             url,
@@ -125,19 +123,34 @@ class PostgresGallery(Gallery):
             name="gallery",
         )
         try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
-        except psycopg.OperationalError as error:
+            with postgres_errors:
+                self._pool.open(wait=True, timeout=connect_timeout_s)
+        except GalleryError:
             self._pool.close()
-            raise GalleryError(f"the gallery database cannot be used: {error}") from error
+            raise
         self._searcher = PostgresSearch(
             self._pool,
             scoring=scoring,
             exact_search_below=exact_search_below,
             ef_search=ef_search,
-            partitions=self.partitions,
+            partitions=partitions,
             threads=max_connections,
             count_ttl_s=count_ttl_s,
         )
+
+    # The search settings in use (``partitions``: the tables' own).
+
+    @property
+    def exact_search_below(self) -> int:
+        return self._searcher.exact_search_below
+
+    @property
+    def ef_search(self) -> int:
+        return self._searcher.ef_search
+
+    @property
+    def partitions(self) -> int:
+        return self._searcher.partitions
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.adapters.register_dumper(np.ndarray, self._dumper)

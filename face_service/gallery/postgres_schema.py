@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from face_service.errors import GalleryError
-from face_service.gallery.rows import database_errors
+from face_service.gallery.rows import DatabaseErrors
 from face_service.gallery.sql import Dialect
 from face_service.gallery.types import Scoring
 
@@ -34,7 +34,7 @@ _TEMPLATE_INDEX = "templates_embedding_hnsw"
 _CENTROID_INDEX = "identities_centroid_hnsw"
 
 # An unreachable or unusable database (and a closed pool) -> GalleryError.
-postgres_errors = database_errors((psycopg.OperationalError, psycopg.InterfaceError))
+postgres_errors = DatabaseErrors((psycopg.OperationalError, psycopg.InterfaceError))
 
 
 def _utc(moment: datetime) -> datetime:

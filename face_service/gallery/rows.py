@@ -1,46 +1,42 @@
 """What the gallery's modules share below the API: new ids and times, embeddings checked and
 normalised into unit rows, similarities clipped, page arguments checked, JSON copies (detection
-faces to and from JSON), and the decorator that turns a database driver's errors into
-GalleryError."""
+faces to and from JSON), and what turns a database driver's errors into GalleryError."""
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
-from collections.abc import Callable
+from contextlib import ContextDecorator
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 
 from face_service.errors import GalleryError
 from face_service.gallery.types import RecordFace
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
+class DatabaseErrors(ContextDecorator):
+    """Turns a database driver's errors of the ``unusable`` kinds (the database unreachable,
+    locked, closed or broken), but not ``except_for`` ones, into GalleryError (503): as a
+    decorator of a backend's methods, or around a block (``with``)."""
 
-def database_errors(
-    unusable: tuple[type[Exception], ...], *, except_for: tuple[type[Exception], ...] = ()
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Makes a backend method turn the driver's errors of the ``unusable`` kinds (the database
-    unreachable, locked, closed or broken), but not ``except_for`` ones, into GalleryError (503)."""
+    def __init__(
+        self,
+        unusable: tuple[type[Exception], ...],
+        *,
+        except_for: tuple[type[Exception], ...] = (),
+    ) -> None:
+        self.unusable = unusable
+        self.except_for = except_for
 
-    def decorate(method: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(method)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return method(*args, **kwargs)
-            except unusable as error:
-                if isinstance(error, except_for):
-                    raise
-                raise GalleryError(f"the gallery database cannot be used: {error}") from error
+    def __enter__(self) -> DatabaseErrors:
+        return self
 
-        return wrapper
-
-    return decorate
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        if isinstance(error, self.unusable) and not isinstance(error, self.except_for):
+            raise GalleryError(f"the gallery database cannot be used: {error}") from error
 
 
 def new_id() -> str:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from face_service.errors import GalleryError
-from face_service.gallery.rows import database_errors
+from face_service.gallery.rows import DatabaseErrors
 from face_service.gallery.sql import Dialect
 
 _SCHEMA = """
@@ -48,7 +48,7 @@ CREATE INDEX IF NOT EXISTS records_created ON records (created_at, record_id);
 """
 
 # An unusable database (locked, I/O error, not a database, closed) -> GalleryError.
-sqlite_errors = database_errors(
+sqlite_errors = DatabaseErrors(
     (sqlite3.OperationalError, sqlite3.DatabaseError),
     except_for=(sqlite3.IntegrityError, sqlite3.ProgrammingError),
 )
