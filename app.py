@@ -18,8 +18,9 @@ from face_service.api.middleware import RequestSizeLimit
 from face_service.api.routes import extract, faces, health, identify, identities, records
 from face_service.enrollment import Enrollment
 from face_service.errors import ModelUnavailableError
-from face_service.gallery.base import open_gallery
+from face_service.gallery import open_gallery
 from face_service.identification import Identification
+from face_service.inference.model_config import embedding_dimension
 from face_service.settings import Settings, get_settings
 from pipeline import FacePipeline
 from triton_service import TritonService
@@ -48,7 +49,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # An external Triton may come up later; models load on first use until then.
         logger.warning("models not loaded yet: %s", error)
     try:
-        gallery = await asyncio.to_thread(open_gallery, settings)
+        dimension = pipeline.recognizer.dimension or await asyncio.to_thread(
+            embedding_dimension, settings.model_repository
+        )
+        gallery = await asyncio.to_thread(open_gallery, settings, dimension=dimension)
     except BaseException:
         await triton.stop()
         raise

@@ -74,7 +74,7 @@ import numpy as np
 from report import columns_table, log_to_stderr
 from synthetic_faces import gallery_vectors, probes, unknown_probes
 
-from face_service.gallery.base import Gallery, open_gallery
+from face_service.gallery import Gallery, open_gallery
 from face_service.gallery.postgres import PostgresGallery
 from face_service.settings import Settings
 from face_service.testing.service_process import ServiceProcess

@@ -13,7 +13,7 @@ import numpy as np
 from face_service.analysis import AnalyzedImage, ImageInput
 from face_service.errors import InvalidImageError, NoUsableFaceError
 from face_service.faces import Face, prominence
-from face_service.gallery.base import Gallery, Identity
+from face_service.gallery import Gallery, Identity
 from pipeline import FacePipeline
 
 # An enrollment image is ambiguous - whose template would it be? - when a runner-up face is

@@ -12,7 +12,7 @@ import numpy as np
 from face_service.analysis import raise_first_error
 from face_service.errors import EmbeddingError
 from face_service.faces import Face
-from face_service.gallery.base import Gallery, Match
+from face_service.gallery import Gallery, Match
 from pipeline import FacePipeline
 
 
@@ -63,8 +63,13 @@ def best_match(candidates: list[Match], threshold: float) -> Match | None:
     return candidates[0] if candidates and candidates[0].similarity >= threshold else None
 
 
-def unit_vector(values: Sequence[float]) -> np.ndarray:
-    """A query embedding as a float32 unit vector; 422 for a zero or non-finite vector."""
+def unit_vector(values: Sequence[float], dimension: int) -> np.ndarray:
+    """A query embedding as a float32 unit vector; 422 for one of another width than the
+    recognizer's, or a zero or non-finite vector."""
+    if len(values) != dimension:
+        raise EmbeddingError(
+            f"the embedding has {len(values)} values; this service's embeddings have {dimension}"
+        )
     vector = np.asarray(values, dtype=np.float32)
     norm = float(np.linalg.norm(vector))
     if not np.isfinite(norm) or norm == 0:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gallery_support import Store, postgres_database
 
+from face_service.gallery import Gallery
 from face_service.testing.service_process import ServiceProcess
 
 
@@ -68,3 +70,31 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+# -- the gallery tests' stores (tests/gallery_support.py)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "postgres-partitioned"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every gallery behaviour is checked on the embedded backend, on PostgreSQL, and on
+    PostgreSQL with hash-partitioned tables (one HNSW graph per partition)."""
+    if request.param == "sqlite":
+        store = Store("sqlite", str(tmp_path / "data" / "gallery.sqlite3"))
+        yield store
+        store.close_all()
+        return
+    partitions = 3 if request.param == "postgres-partitioned" else 1
+    with postgres_database(request.getfixturevalue("postgres_url"), partitions=partitions) as store:
+        yield store
+
+
+@pytest.fixture
+def postgres_store(postgres_url: str) -> Iterator[Store]:
+    with postgres_database(postgres_url) as store:
+        yield store
+
+
+@pytest.fixture
+def gallery(store: Store) -> Gallery:
+    return store.open()

@@ -8,19 +8,24 @@ import numpy as np
 import pytest
 
 from face_service.errors import EmbeddingError
-from face_service.gallery.base import Match
+from face_service.gallery import Match
 from face_service.identification import best_match, unit_vector
 
 NOW = datetime.now(UTC)
 
 
 def test_unit_vector_normalises_and_refuses_zero_and_nan() -> None:
-    np.testing.assert_allclose(unit_vector([3.0, 4.0]), [0.6, 0.8])
-    assert unit_vector([3.0, 4.0]).dtype == np.float32
+    np.testing.assert_allclose(unit_vector([3.0, 4.0], 2), [0.6, 0.8])
+    assert unit_vector([3.0, 4.0], 2).dtype == np.float32
     with pytest.raises(EmbeddingError, match="finite, non-zero"):
-        unit_vector([0.0, 0.0])
+        unit_vector([0.0, 0.0], 2)
     with pytest.raises(EmbeddingError):
-        unit_vector([float("nan"), 1.0])
+        unit_vector([float("nan"), 1.0], 2)
+
+
+def test_unit_vector_refuses_another_width_than_the_recognizers() -> None:
+    with pytest.raises(EmbeddingError, match="has 3 values; this service's embeddings have 2"):
+        unit_vector([1.0, 2.0, 3.0], 2)
 
 
 def test_best_match_needs_the_threshold() -> None:

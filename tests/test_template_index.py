@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from face_service.gallery.template_index import NO_TEMPLATE_SIMILARITY, TemplateIndex, quantize
+from face_service.gallery.template_index import TemplateIndex, quantize
+from face_service.gallery.types import NO_TEMPLATE_SIMILARITY
 
 DIM = 512
 

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from face_service.api.admission import AdmissionLimiter
 from face_service.enrollment import Enrollment
-from face_service.gallery.base import Gallery
+from face_service.gallery import Gallery
 from face_service.identification import Identification
 from face_service.settings import Settings
 from pipeline import FacePipeline

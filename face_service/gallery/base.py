@@ -1,14 +1,7 @@
-"""The identity gallery: people, their face templates (embeddings), 1:N search, and detection
-records. :class:`Gallery` is what the API uses; two backends give it one behaviour:
+"""The identity gallery's contract: :class:`Gallery`, what the API uses, whatever the backend.
 
-- ``gallery_sqlite.SQLiteGallery`` (default, embedded, zero setup): a SQLite file (WAL, one
-  transaction per write) plus an in-memory index of every template for exact search
-  (``template_index.py``), kept in step with every write and rebuilt from the file at start.
-- ``gallery_postgres.PostgresGallery`` (at scale): PostgreSQL with pgvector; an HNSW index
-  (cosine) answers searches once the gallery holds at least ``exact_search_below`` templates,
-  exact search below.
-
-The public methods here check their arguments and build what they return; the backends fill in
+The public methods here check their arguments and build what they return; the backends
+(``sqlite.SQLiteGallery``, ``postgres.PostgresGallery``; ``factory.open_gallery`` picks one) fill in
 the ``_``-prefixed storage steps. All methods are synchronous and thread-safe; the API calls
 them in worker threads. Embeddings are L2-normalised float32 vectors of the recognizer's
 dimension (the gallery normalises what it is given again, so cosine similarity is a dot
@@ -17,97 +10,36 @@ product).
 
 from __future__ import annotations
 
-import functools
-import json
-import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 
-from face_service.errors import GalleryError, IdentityExistsError, RecordNotFoundError
-from face_service.gallery.template_index import NO_TEMPLATE_SIMILARITY, Scoring, clip_similarity
+from face_service.errors import IdentityExistsError, RecordNotFoundError
+from face_service.gallery.rows import (
+    as_unit_query,
+    as_unit_rows,
+    check_page,
+    faces_from_json,
+    faces_to_json,
+    json_copy,
+    new_id,
+    utcnow,
+)
+from face_service.gallery.types import (
+    UNSET,
+    BulkRows,
+    Identity,
+    Match,
+    Record,
+    RecordFace,
+    Scoring,
+    Template,
+)
 
-if TYPE_CHECKING:
-    from face_service.settings import Settings
-
-__all__ = [
-    "NO_TEMPLATE_SIMILARITY",
-    "UNSET",
-    "Gallery",
-    "Identity",
-    "Match",
-    "Record",
-    "RecordFace",
-    "Scoring",
-    "Template",
-    "clip_similarity",
-    "open_gallery",
-]
-
-
-class _Unset:
-    """Marks an argument that was not given (as opposed to ``None``)."""
-
-
-UNSET: Any = _Unset()
-
-
-@dataclass(frozen=True)
-class Template:
-    template_id: str
-    source: str | None  # where the face came from, e.g. the uploaded file's name
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Identity:
-    identity_id: str
-    name: str | None
-    metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    templates: list[Template] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Match:
-    identity_id: str
-    name: str | None
-    similarity: float  # cosine, in [-1, 1], scored across the identity's templates
-
-
-@dataclass(frozen=True)
-class RecordFace:
-    bbox: list[float]
-    det_score: float
-    landmarks: list[list[float]]
-    embedding: list[float] | None
-
-
-@dataclass(frozen=True)
-class Record:
-    record_id: str
-    filename: str
-    width: int
-    height: int
-    channels: int
-    faces: list[RecordFace]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class BulkRows:
-    """What a bulk load writes: one identity with one template per row of ``embeddings``."""
-
-    identity_ids: list[str]
-    names: list[str | None]
-    template_ids: list[str]
-    embeddings: np.ndarray
-    created_at: datetime
+__all__ = ["Gallery"]
 
 
 class Gallery(ABC):
@@ -251,7 +183,7 @@ class Gallery(ABC):
     def save_record(
         self, *, filename: str, width: int, height: int, channels: int, faces: list[RecordFace]
     ) -> Record:
-        faces = [RecordFace(**face) for face in json_copy([asdict(face) for face in faces])]
+        faces = faces_from_json(json_copy(faces_to_json(faces)))
         record = Record(new_id(), filename, width, height, channels, faces, utcnow())
         self._insert_record(record)
         return record
@@ -345,128 +277,3 @@ class Gallery(ABC):
                 f"{len(sources)} sources for {count} embeddings; give one per embedding"
             )
         return [Template(new_id(), source, now) for source in sources]
-
-
-def open_gallery(settings: Settings, *, dimension: int = 512) -> Gallery:
-    """The gallery the settings name: the SQLite file ``data_dir/gallery.sqlite3`` when
-    ``gallery_database_url`` is unset, PostgreSQL for a postgresql:// (or postgres://) URL."""
-    # The backends are imported here: each imports this module, and psycopg only when used.
-    url = settings.gallery_database_url
-    if not url:
-        from face_service.gallery.sqlite import SQLiteGallery
-
-        return SQLiteGallery(
-            settings.data_dir / "gallery.sqlite3",
-            scoring=settings.gallery_scoring,
-            dimension=dimension,
-            search_threads=settings.gallery_search_threads,
-        )
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in ("postgresql", "postgres"):
-        from face_service.gallery.postgres import PostgresGallery
-
-        return PostgresGallery(
-            url,
-            scoring=settings.gallery_scoring,
-            exact_search_below=settings.gallery_exact_search_below,
-            ef_search=settings.gallery_hnsw_ef_search,
-            hnsw_m=settings.gallery_hnsw_m,
-            hnsw_ef_construction=settings.gallery_hnsw_ef_construction,
-            partitions=settings.gallery_hnsw_partitions,
-            dimension=dimension,
-        )
-    # The URL itself is not repeated: it may hold a password.
-    raise ValueError(
-        "gallery_database_url (FACE_GALLERY_DATABASE_URL) must be a postgresql:// or "
-        f"postgres:// URL, or unset for the embedded SQLite gallery; got scheme {scheme!r}"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers for the backends
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-IDENTITY_COLUMNS = "identity_id, name, metadata, created_at, updated_at"
-RECORD_COLUMNS = "record_id, filename, width, height, channels, faces, created_at"
-
-
-def database_errors(
-    unusable: tuple[type[Exception], ...], *, except_for: tuple[type[Exception], ...] = ()
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Makes a backend method turn the driver's errors of the ``unusable`` kinds (the database
-    unreachable, locked, closed or broken), but not ``except_for`` ones, into GalleryError (503)."""
-
-    def decorate(method: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(method)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return method(*args, **kwargs)
-            except unusable as error:
-                if isinstance(error, except_for):
-                    raise
-                raise GalleryError(f"the gallery database cannot be used: {error}") from error
-
-        return wrapper
-
-    return decorate
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_unit_rows(embeddings: Any, dimension: int) -> np.ndarray:
-    """Rows as L2-normalised, C-contiguous float32; ValueError for a wrong shape or a zero or
-    non-finite row."""
-    matrix = np.asarray(embeddings, dtype=np.float32)
-    if matrix.ndim == 1:
-        matrix = matrix.reshape(1, -1)
-    if matrix.ndim != 2 or matrix.shape[1] != dimension:
-        raise ValueError(
-            f"embeddings must be of shape (n, {dimension}), got {np.shape(embeddings)}"
-        )
-    if not np.isfinite(matrix).all():
-        raise ValueError("embeddings must be finite")
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError("an embedding is the zero vector")
-    return np.ascontiguousarray(matrix / norms, dtype=np.float32)
-
-
-def as_unit_query(embedding: Any, dimension: int) -> np.ndarray:
-    query = np.asarray(embedding, dtype=np.float32)
-    if query.shape != (dimension,):
-        raise ValueError(f"the embedding must be of shape ({dimension},), got {query.shape}")
-    return as_unit_rows(query, dimension)[0]
-
-
-def check_page(offset: int, limit: int) -> None:
-    if offset < 0 or limit < 0:
-        raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
-
-
-def json_copy(value: Any) -> Any:
-    """What a JSON column gives back for ``value`` (TypeError when it is not JSON)."""
-    return json.loads(json.dumps(value))
-
-
-def faces_from_json(faces: list[dict[str, Any]]) -> list[RecordFace]:
-    return [RecordFace(**face) for face in faces]
-
-
-def record_from_row(
-    row: Sequence[Any], *, faces: list[dict[str, Any]], created_at: datetime
-) -> Record:
-    """A Record from a row of RECORD_COLUMNS, with the faces and time the backend decoded."""
-    record_id, filename, width, height, channels = row[:5]
-    return Record(record_id, filename, width, height, channels, faces_from_json(faces), created_at)
-
-
-def faces_to_json(faces: list[RecordFace]) -> list[dict[str, Any]]:
-    return [asdict(face) for face in faces]

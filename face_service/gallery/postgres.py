@@ -1,27 +1,20 @@
-"""The gallery at scale: PostgreSQL with pgvector. Templates live in a ``vector`` column with an
-HNSW index (cosine); searches are exact scans below a size threshold and go through the index
-above it. Several API processes can share one database."""
+"""The gallery at scale, :class:`PostgresGallery`: PostgreSQL with pgvector, shared by any number
+of API processes. Its writes (one transaction each, row locks, retries on deadlock), reads, bulk
+loads and index maintenance; the tables are ``postgres_schema.py``'s, search is
+``postgres_search.py``'s."""
 
 from __future__ import annotations
 
-import logging
 import re
-import struct
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
-from psycopg.types import TypeInfo
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from face_service.errors import (
@@ -30,51 +23,24 @@ from face_service.errors import (
     IdentityNotFoundError,
     TemplateNotFoundError,
 )
-from face_service.gallery.base import (
-    IDENTITY_COLUMNS,
-    NO_TEMPLATE_SIMILARITY,
-    RECORD_COLUMNS,
-    BulkRows,
-    Gallery,
-    Identity,
-    Match,
-    Record,
-    Scoring,
-    Template,
-    clip_similarity,
-    database_errors,
-    faces_to_json,
-    record_from_row,
-    utcnow,
+from face_service.gallery.base import Gallery
+from face_service.gallery.postgres_schema import (
+    MAX_PARTITIONS,
+    SQL,
+    create_schema,
+    index_name,
+    index_sql,
+    postgres_errors,
+    transaction,
+    vector_dumper,
+    vector_oid,
 )
+from face_service.gallery.postgres_search import PostgresSearch
+from face_service.gallery.rows import utcnow
+from face_service.gallery.sql import IDENTITY_COLUMNS
+from face_service.gallery.types import BulkRows, Identity, Match, Record, Scoring, Template
 
 R = TypeVar("R")
-
-logger = logging.getLogger(__name__)
-
-# An unreachable or unusable database (and a closed pool) -> GalleryError.
-_pg_errors = database_errors((psycopg.OperationalError, psycopg.InterfaceError))
-
-
-def _vector_dumper(oid: int) -> type:
-    """A binary psycopg dumper of numpy vectors as pgvector's ``vector`` (oid of this database):
-    uint16 dimension, uint16 0, big-endian float32s."""
-
-    class VectorDumper(Dumper):
-        format = Format.BINARY
-
-        def dump(self, obj: Any) -> bytes:
-            vector = np.asarray(obj, dtype=">f4")
-            return struct.pack(">HH", vector.shape[0], 0) + vector.tobytes()
-
-    VectorDumper.oid = oid
-    return VectorDumper
-
-
-_PG_LOCK_KEY = 0x6761_6C6C  # advisory lock: one schema creation at a time
-_TEMPLATE_INDEX = "templates_embedding_hnsw"
-_CENTROID_INDEX = "identities_centroid_hnsw"
-_MAX_PARTITIONS = 256
 
 
 class PostgresGallery(Gallery):
@@ -106,13 +72,13 @@ class PostgresGallery(Gallery):
         self,
         url: str,
         *,
+        dimension: int,
         scoring: Scoring = "max",
         exact_search_below: int = 20_000,
         ef_search: int = 400,
         hnsw_m: int = 24,
         hnsw_ef_construction: int = 128,
         partitions: int = 16,
-        dimension: int = 512,
         min_connections: int = 1,
         max_connections: int = 8,
         connect_timeout_s: float = 10.0,
@@ -121,7 +87,6 @@ class PostgresGallery(Gallery):
         if scoring not in ("max", "mean"):
             raise ValueError(f"scoring must be 'max' or 'mean', got {scoring!r}")
         self.scoring = scoring
-        self.exact_search_below = exact_search_below
         if not 1 <= ef_search <= 1000:
             raise ValueError(f"ef_search must be in [1, 1000], got {ef_search}")
         if not 2 <= hnsw_m <= 100 or not 2 * hnsw_m <= hnsw_ef_construction <= 1000:
@@ -129,28 +94,23 @@ class PostgresGallery(Gallery):
                 "hnsw_m must be in [2, 100] and hnsw_ef_construction in [2 * hnsw_m, 1000], got "
                 f"{hnsw_m} and {hnsw_ef_construction}"
             )
-        if not 1 <= partitions <= _MAX_PARTITIONS:
-            raise ValueError(f"partitions must be in [1, {_MAX_PARTITIONS}], got {partitions}")
-        self.ef_search = ef_search
-        self.partitions = partitions
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be in [1, {MAX_PARTITIONS}], got {partitions}")
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
         self.dimension = dimension
-        self._count_ttl_s = count_ttl_s
-        self._count_lock = threading.Lock()
-        self._cached_count: tuple[float, int] | None = None
-        try:
-            with psycopg.connect(
+        with (
+            postgres_errors,
+            psycopg.connect(
                 url, autocommit=True, connect_timeout=max(1, round(connect_timeout_s))
-            ) as conn:
-                self._create_schema(conn)
-                info = TypeInfo.fetch(conn, "vector")
-                if info is None:
-                    raise GalleryError("the gallery database has no pgvector 'vector' type")
-                self._vector_oid = info.oid
-        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-            raise GalleryError(f"the gallery database cannot be used: {error}") from error
-        self._dumper = _vector_dumper(self._vector_oid)
+            ) as conn,
+        ):
+            # An existing gallery's own layout decides.
+            partitions = create_schema(
+                conn, dimension=dimension, partitions=partitions, index=self._index_sql()
+            )
+            self._vector_oid = vector_oid(conn)
+        self._dumper = vector_dumper(self._vector_oid)
         self._pool = ConnectionPool(
             url,
             min_size=min_connections,
@@ -163,135 +123,45 @@ class PostgresGallery(Gallery):
             name="gallery",
         )
         try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
-        except psycopg.OperationalError as error:
+            with postgres_errors:
+                self._pool.open(wait=True, timeout=connect_timeout_s)
+        except GalleryError:
             self._pool.close()
-            raise GalleryError(f"the gallery database cannot be used: {error}") from error
-        # After the schema: an existing gallery's own layout decides.
-        self._fan_out = (
-            ThreadPoolExecutor(max_connections, thread_name_prefix="gallery-scan")
-            if self.partitions > 1
-            else None
+            raise
+        self._searcher = PostgresSearch(
+            self._pool,
+            scoring=scoring,
+            exact_search_below=exact_search_below,
+            ef_search=ef_search,
+            partitions=partitions,
+            threads=max_connections,
+            count_ttl_s=count_ttl_s,
         )
+
+    # The search settings in use (``partitions``: the tables' own).
+
+    @property
+    def exact_search_below(self) -> int:
+        return self._searcher.exact_search_below
+
+    @property
+    def ef_search(self) -> int:
+        return self._searcher.ef_search
+
+    @property
+    def partitions(self) -> int:
+        return self._searcher.partitions
 
     def _configure(self, conn: psycopg.Connection) -> None:
         conn.adapters.register_dumper(np.ndarray, self._dumper)
 
-    @property
-    def _index_name(self) -> str:
-        return _TEMPLATE_INDEX if self.scoring == "max" else _CENTROID_INDEX
-
     def _index_sql(self) -> str:
-        if self.scoring == "max":
-            target = f"{_TEMPLATE_INDEX} ON templates USING hnsw (embedding vector_cosine_ops)"
-        else:
-            target = f"{_CENTROID_INDEX} ON identities USING hnsw (centroid vector_cosine_ops)"
-        # Integers checked in __init__: no parameter placeholders in DDL.
-        options = f"m = {int(self.hnsw_m)}, ef_construction = {int(self.hnsw_ef_construction)}"
-        return f"CREATE INDEX IF NOT EXISTS {target} WITH ({options})"
-
-    @staticmethod
-    def _existing_partitions(conn: psycopg.Connection) -> int | None:
-        """Partitions of an existing templates table (1: not partitioned), None when none."""
-        row = conn.execute(
-            "SELECT c.relkind, (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid) "
-            "FROM pg_class c WHERE c.oid = to_regclass('templates')"
-        ).fetchone()
-        if row is None:
-            return None
-        return int(row[1]) if row[0] == "p" else 1
-
-    def _partitioned(self, table: str, key: str) -> tuple[str, list[str]]:
-        """The PARTITION BY clause of ``table`` and the statements creating its partitions."""
-        count = int(self.partitions)
-        if count == 1:
-            return "", []
-        return f" PARTITION BY HASH ({key})", [
-            f"CREATE TABLE IF NOT EXISTS {table}_p{i} PARTITION OF {table} "
-            f"FOR VALUES WITH (MODULUS {count}, REMAINDER {i})"
-            for i in range(count)
-        ]
-
-    @staticmethod
-    def _store_inline(conn: psycopg.Connection, table: str, column: str) -> None:
-        """Keeps the vectors of ``column`` in the table's own pages. pgvector's type is stored
-        out of line by default, and a 512-d vector is over TOAST's 2 KB threshold: every
-        exact scan then fetched each vector from the TOAST table (3x slower at 20k templates),
-        and the heaps were too small for PostgreSQL to give index builds parallel workers.
-        Rows written before keep their place until the table is rewritten."""
-        (storage,) = conn.execute(
-            "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s",
-            (table, column),
-        ).fetchone()
-        if storage != "p":
-            conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE PLAIN")
-
-    def _create_schema(self, conn: psycopg.Connection) -> None:
-        dim = int(self.dimension)
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            existing = self._existing_partitions(conn)
-            if existing is not None and existing != self.partitions:
-                logger.warning(
-                    "the gallery tables have %d partition(s), not the %d asked for "
-                    "(FACE_GALLERY_HNSW_PARTITIONS): the existing layout is kept, it is chosen "
-                    "when the tables are created",
-                    existing,
-                    self.partitions,
-                )
-                self.partitions = existing
-            identities_by, identities_parts = self._partitioned("identities", "identity_id")
-            templates_by, templates_parts = self._partitioned("templates", "template_id")
-            for statement in (
-                f"""CREATE TABLE IF NOT EXISTS identities (
-                    identity_id text PRIMARY KEY,
-                    name text,
-                    metadata jsonb NOT NULL DEFAULT '{{}}',
-                    created_at timestamptz NOT NULL,
-                    updated_at timestamptz NOT NULL,
-                    centroid vector({dim})){identities_by}""",
-                *identities_parts,
-                "CREATE INDEX IF NOT EXISTS identities_created "
-                "ON identities (created_at, identity_id)",
-            ):
-                conn.execute(statement)
-            self._store_inline(conn, "identities", "centroid")
-            for statement in (
-                f"""CREATE TABLE IF NOT EXISTS templates (
-                    seq bigserial,  -- not an identity column: partitioned only since PG 17
-                    template_id text PRIMARY KEY,
-                    identity_id text NOT NULL
-                        REFERENCES identities (identity_id) ON DELETE CASCADE,
-                    source text,
-                    embedding vector({dim}) NOT NULL,
-                    created_at timestamptz NOT NULL){templates_by}""",
-                *templates_parts,
-            ):
-                conn.execute(statement)
-            self._store_inline(conn, "templates", "embedding")
-            for statement in (
-                "CREATE INDEX IF NOT EXISTS templates_identity ON templates (identity_id, seq)",
-                """CREATE TABLE IF NOT EXISTS records (
-                    record_id text PRIMARY KEY,
-                    filename text NOT NULL,
-                    width integer NOT NULL,
-                    height integer NOT NULL,
-                    channels integer NOT NULL,
-                    faces jsonb NOT NULL,
-                    created_at timestamptz NOT NULL)""",
-                "CREATE INDEX IF NOT EXISTS records_filename ON records (filename)",
-                "CREATE INDEX IF NOT EXISTS records_created ON records (created_at, record_id)",
-                self._index_sql(),
-            ):
-                conn.execute(statement)
+        return index_sql(self.scoring, self.hnsw_m, self.hnsw_ef_construction)
 
     # -- plumbing
 
-    @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection]:
-        with self._pool.connection() as conn, conn.transaction():
-            yield conn
+    def _transaction(self) -> AbstractContextManager[psycopg.Connection]:
+        return transaction(self._pool)
 
     def _write(self, work: Callable[[psycopg.Connection], R]) -> R:
         """``work`` in one transaction, retried when it loses a deadlock or serialization."""
@@ -347,42 +217,9 @@ class PostgresGallery(Gallery):
                 ],
             )
 
-    @staticmethod
-    def _templates_of(
-        conn: psycopg.Connection, identity_ids: list[str]
-    ) -> dict[str, list[Template]]:
-        found: dict[str, list[Template]] = {i: [] for i in identity_ids}
-        for identity_id, template_id, source, created_at in conn.execute(
-            "SELECT identity_id, template_id, source, created_at FROM templates "
-            "WHERE identity_id = ANY(%s) ORDER BY seq",
-            (identity_ids,),
-        ):
-            found[identity_id].append(Template(template_id, source, created_at.astimezone(UTC)))
-        return found
-
-    @staticmethod
-    def _identity(row: tuple[Any, ...], templates: list[Template]) -> Identity:
-        identity_id, name, metadata, created_at, updated_at = row
-        return Identity(
-            identity_id,
-            name,
-            metadata,
-            created_at.astimezone(UTC),
-            updated_at.astimezone(UTC),
-            templates,
-        )
-
-    def _get(self, conn: psycopg.Connection, identity_id: str) -> Identity:
-        row = conn.execute(
-            f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE identity_id = %s", (identity_id,)
-        ).fetchone()
-        if row is None:
-            raise IdentityNotFoundError(identity_id)
-        return self._identity(row, self._templates_of(conn, [identity_id])[identity_id])
-
     # -- identities
 
-    @_pg_errors
+    @postgres_errors
     def _insert_identity(self, identity: Identity, rows: np.ndarray) -> None:
         identity_id, now = identity.identity_id, identity.created_at
 
@@ -390,7 +227,7 @@ class PostgresGallery(Gallery):
             inserted = conn.execute(
                 f"INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (identity_id) DO NOTHING",
-                (identity_id, identity.name, Jsonb(identity.metadata), now, now),
+                (identity_id, identity.name, SQL.encode_json(identity.metadata), now, now),
             ).rowcount
             if not inserted:
                 raise IdentityExistsError(identity_id)
@@ -399,7 +236,7 @@ class PostgresGallery(Gallery):
 
         self._write(work)
 
-    @_pg_errors
+    @postgres_errors
     def _insert_templates(
         self, identity_id: str, templates: list[Template], rows: np.ndarray, now: datetime
     ) -> Identity:
@@ -407,11 +244,11 @@ class PostgresGallery(Gallery):
             self._lock_identities(conn, identity_id)
             self._write_templates(conn, identity_id, templates, rows)
             self._refresh(conn, identity_id, now)
-            return self._get(conn, identity_id)
+            return SQL.get_identity(conn, identity_id)
 
         return self._write(work)
 
-    @_pg_errors
+    @postgres_errors
     def delete_template(self, *, identity_id: str, template_id: str) -> Identity:
         now = utcnow()
 
@@ -424,69 +261,33 @@ class PostgresGallery(Gallery):
             if not deleted:
                 raise TemplateNotFoundError(identity_id, template_id)
             self._refresh(conn, identity_id, now)
-            return self._get(conn, identity_id)
+            return SQL.get_identity(conn, identity_id)
 
         return self._write(work)
 
-    @_pg_errors
+    @postgres_errors
     def _update_identity(
         self, identity_id: str, changes: dict[str, Any], now: datetime
     ) -> Identity:
-        if "metadata" in changes:
-            changes = {**changes, "metadata": Jsonb(changes["metadata"])}
-        assignments = ", ".join(f"{column} = %s" for column in ("updated_at", *changes))
-
         def work(conn: psycopg.Connection) -> Identity:
-            updated = conn.execute(
-                f"UPDATE identities SET {assignments} WHERE identity_id = %s",
-                [now, *changes.values(), identity_id],
-            ).rowcount
-            if not updated:
-                raise IdentityNotFoundError(identity_id)
-            return self._get(conn, identity_id)
+            SQL.update_identity(conn, identity_id, changes, now)
+            return SQL.get_identity(conn, identity_id)
 
         return self._write(work)
 
-    @_pg_errors
+    @postgres_errors
     def get_identity(self, *, identity_id: str) -> Identity:
         with self._transaction() as conn:
-            return self._get(conn, identity_id)
+            return SQL.get_identity(conn, identity_id)
 
-    @staticmethod
-    def _page(
-        conn: psycopg.Connection,
-        table: str,
-        columns: str,
-        text: str,
-        contains: str | None,
-        offset: int,
-        limit: int,
-    ) -> tuple[list[tuple[Any, ...]], int]:
-        """Rows of ``table`` in creation order (then id, the first column) whose ``text``
-        column holds ``contains`` (any case; None: every row), and how many there are."""
-        where = f"WHERE %(f)s::text IS NULL OR strpos(lower({text}), lower(%(f)s::text)) > 0"
-        args = {"f": contains, "limit": limit, "offset": offset}
-        first = columns.split(",")[0]
-        (total,) = conn.execute(f"SELECT count(*) FROM {table} {where}", args).fetchone()
-        rows = conn.execute(
-            f"SELECT {columns} FROM {table} {where} ORDER BY created_at, {first} "
-            "LIMIT %(limit)s OFFSET %(offset)s",
-            args,
-        ).fetchall()
-        return rows, total
-
-    @_pg_errors
+    @postgres_errors
     def _list_identities(
         self, offset: int, limit: int, name_contains: str | None
     ) -> tuple[list[Identity], int]:
         with self._transaction() as conn:
-            rows, total = self._page(
-                conn, "identities", IDENTITY_COLUMNS, "name", name_contains, offset, limit
-            )
-            templates = self._templates_of(conn, [row[0] for row in rows])
-        return [self._identity(row, templates[row[0]]) for row in rows], total
+            return SQL.list_identities(conn, offset, limit, name_contains)
 
-    @_pg_errors
+    @postgres_errors
     def delete_identity(self, *, identity_id: str) -> None:
         def work(conn: psycopg.Connection) -> None:
             deleted = conn.execute(
@@ -497,7 +298,7 @@ class PostgresGallery(Gallery):
 
         self._write(work)
 
-    @_pg_errors
+    @postgres_errors
     def delete_all(self) -> int:
         def work(conn: psycopg.Connection) -> int:
             # The table lock waits for running writes and makes the count exact; TRUNCATE
@@ -508,10 +309,10 @@ class PostgresGallery(Gallery):
             return deleted
 
         deleted = self._write(work)
-        self._forget_count()
+        self._searcher.forget_count()
         return deleted
 
-    @_pg_errors
+    @postgres_errors
     def _merge(self, target_id: str, source_id: str, now: datetime) -> Identity:
         def work(conn: psycopg.Connection) -> Identity:
             self._lock_identities(conn, target_id, source_id)
@@ -521,11 +322,11 @@ class PostgresGallery(Gallery):
             )
             conn.execute("DELETE FROM identities WHERE identity_id = %s", (source_id,))
             self._refresh(conn, target_id, now)
-            return self._get(conn, target_id)
+            return SQL.get_identity(conn, target_id)
 
         return self._write(work)
 
-    @_pg_errors
+    @postgres_errors
     def _insert_bulk(self, bulk: BulkRows) -> None:
         """Binary COPY of identities and templates in one transaction. With an HNSW index in
         place every row is inserted into it (slow for 100k+): :meth:`drop_index` first and
@@ -554,142 +355,24 @@ class PostgresGallery(Gallery):
             detail = error.diag.message_detail or ""
             match = re.search(r"\(identity_id\)=\((.*)\) already exists", detail)
             raise IdentityExistsError(match.group(1) if match else "?") from None
-        self._forget_count()
+        self._searcher.forget_count()
 
     # -- search
 
-    def _forget_count(self) -> None:
-        with self._count_lock:
-            self._cached_count = None
-
-    def _template_count(self) -> int:
-        now = time.monotonic()
-        with self._count_lock:
-            cached = self._cached_count
-        if cached is not None and now - cached[0] < self._count_ttl_s:
-            return cached[1]
-        with self._pool.connection() as conn:
-            (count,) = conn.execute("SELECT count(*) FROM templates").fetchone()
-        with self._count_lock:
-            self._cached_count = (now, count)
-        return count
-
-    @_pg_errors
+    @postgres_errors
     def uses_index(self) -> bool:
         """Whether search uses the HNSW index now (the gallery is not below the threshold)."""
-        return self.exact_search_below <= 0 or self._template_count() >= self.exact_search_below
+        return self._searcher.uses_index()
 
-    @_pg_errors
+    @postgres_errors
     def _search(self, query: np.ndarray, top_k: int) -> list[Match]:
-        if self.uses_index():
-            found = (
-                self._nearest("identities", "identity_id, name", "centroid", query, top_k)
-                if self.scoring == "mean"
-                else self._search_max_hnsw(query, top_k)
-            )
-        else:
-            with self._transaction() as conn:
-                found = conn.execute(
-                    (
-                        "SELECT identity_id, name, -(centroid <#> %(q)s) AS sim FROM identities "
-                        "WHERE centroid IS NOT NULL ORDER BY sim DESC, identity_id LIMIT %(k)s"
-                    )
-                    if self.scoring == "mean"
-                    else (
-                        "SELECT best.identity_id, identities.name, best.sim FROM ("
-                        "SELECT identity_id, max(-(embedding <#> %(q)s)) AS sim FROM templates "
-                        "GROUP BY identity_id ORDER BY sim DESC, identity_id LIMIT %(k)s) best "
-                        "JOIN identities USING (identity_id) ORDER BY best.sim DESC, identity_id"
-                    ),
-                    {"q": query, "k": top_k},
-                ).fetchall()
-        return [Match(identity_id, name, clip_similarity(sim)) for identity_id, name, sim in found]
+        return self._searcher.search(query, top_k)
 
-    def _tune_scan(self, conn: psycopg.Connection, rows_wanted: int) -> None:
-        """``ef_search`` for this transaction's index scans, and an iterative scan only when
-        more rows are wanted than ``ef_search`` yields: without a filter it gains nothing, and
-        it made every search slower (100k templates, ef_search 400: p50 69.6 -> 57.8 ms)."""
-        iterative = "relaxed_order" if rows_wanted > self.ef_search else "off"
-        conn.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true), "
-            "set_config('hnsw.iterative_scan', %s, true)",
-            (str(self.ef_search), iterative),
-        )
-
-    def _nearest(
-        self, table: str, columns: str, vector: str, query: np.ndarray, limit: int
-    ) -> list[tuple[Any, ...]]:
-        """The ``limit`` rows of ``table`` nearest ``query`` through its HNSW index: ``columns``
-        and the similarity, best first. The partitions of a partitioned table are scanned at
-        once, each on a connection of its own: PostgreSQL runs one query on one core, and its
-        merge of ordered index scans (Merge Append) cannot run in parallel."""
-        statement = (
-            f"SELECT {columns}, -({vector} <#> %(q)s) AS sim FROM {{relation}} "
-            f"WHERE {vector} IS NOT NULL ORDER BY {vector} <=> %(q)s LIMIT %(n)s"
-        )
-
-        def scan(relation: str) -> list[tuple[Any, ...]]:
-            with self._transaction() as conn:
-                self._tune_scan(conn, limit)
-                return conn.execute(
-                    statement.format(relation=relation), {"q": query, "n": limit}
-                ).fetchall()
-
-        if self._fan_out is None:
-            rows = scan(table)
-        else:
-            parts = [f"{table}_p{i}" for i in range(self.partitions)]
-            try:
-                futures = [self._fan_out.submit(scan, part) for part in parts]
-            except RuntimeError as error:  # the executor is shut down: close() was called
-                raise GalleryError("the gallery is closed") from error
-            rows = [row for future in futures for row in future.result()]
-        return sorted(rows, key=lambda row: -row[-1])[:limit]
-
-    def _search_max_hnsw(
-        self, query: np.ndarray, top_k: int
-    ) -> list[tuple[str, str | None, float]]:
-        """The nearest templates from the index, each identity's best kept; more templates
-        when they hold too few identities."""
-        wanted = max(4 * top_k, 40)
-        while True:
-            rows = self._nearest("templates", "identity_id", "embedding", query, wanted)
-            best: dict[str, float] = {}
-            for identity_id, sim in rows:
-                best[identity_id] = max(sim, best.get(identity_id, sim))
-            if len(best) >= top_k or len(rows) < wanted or wanted >= 100_000:
-                break
-            wanted *= 4
-        ranked = sorted(best.items(), key=lambda item: -item[1])[:top_k]
-        with self._transaction() as conn:
-            names = dict(
-                conn.execute(
-                    "SELECT identity_id, name FROM identities WHERE identity_id = ANY(%s)",
-                    ([identity_id for identity_id, _ in ranked],),
-                ).fetchall()
-            )
-        # An identity deleted since the scan is left out.
-        return [(i, names[i], sim) for i, sim in ranked if i in names]
-
-    @_pg_errors
+    @postgres_errors
     def _similarity(self, query: np.ndarray, identity_id: str) -> float:
-        with self._transaction() as conn:
-            if self.scoring == "mean":
-                row = conn.execute(
-                    "SELECT -(centroid <#> %s) FROM identities WHERE identity_id = %s",
-                    (query, identity_id),
-                ).fetchone()
-            else:
-                row = conn.execute(
-                    "SELECT (SELECT max(-(embedding <#> %s)) FROM templates "
-                    "WHERE identity_id = %s) FROM identities WHERE identity_id = %s",
-                    (query, identity_id, identity_id),
-                ).fetchone()
-        if row is None:
-            raise IdentityNotFoundError(identity_id)
-        return NO_TEMPLATE_SIMILARITY if row[0] is None else clip_similarity(row[0])
+        return self._searcher.similarity(query, identity_id)
 
-    @_pg_errors
+    @postgres_errors
     def count(self) -> tuple[int, int]:
         with self._transaction() as conn:
             row = conn.execute(
@@ -699,60 +382,37 @@ class PostgresGallery(Gallery):
 
     # -- records
 
-    @staticmethod
-    def _record(row: tuple[Any, ...]) -> Record:
-        return record_from_row(row, faces=row[5], created_at=row[6].astimezone(UTC))
-
-    @_pg_errors
+    @postgres_errors
     def _insert_record(self, record: Record) -> None:
         with self._transaction() as conn:
-            conn.execute(
-                f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    record.record_id,
-                    record.filename,
-                    record.width,
-                    record.height,
-                    record.channels,
-                    Jsonb(faces_to_json(record.faces)),
-                    record.created_at,
-                ),
-            )
+            SQL.insert_record(conn, record)
 
-    @_pg_errors
+    @postgres_errors
     def _find_records(
         self, filename_contains: str | None, offset: int, limit: int
     ) -> tuple[list[Record], int]:
         with self._transaction() as conn:
-            rows, total = self._page(
-                conn, "records", RECORD_COLUMNS, "filename", filename_contains, offset, limit
-            )
-        return [self._record(row) for row in rows], total
+            return SQL.find_records(conn, filename_contains, offset, limit)
 
-    @_pg_errors
+    @postgres_errors
     def _get_record(self, record_id: str) -> Record | None:
         with self._transaction() as conn:
-            row = conn.execute(
-                f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = %s", (record_id,)
-            ).fetchone()
-        return None if row is None else self._record(row)
+            return SQL.get_record(conn, record_id)
 
-    @_pg_errors
+    @postgres_errors
     def _delete_record(self, record_id: str) -> bool:
         with self._transaction() as conn:
-            return (
-                conn.execute("DELETE FROM records WHERE record_id = %s", (record_id,)).rowcount > 0
-            )
+            return SQL.delete_record(conn, record_id)
 
     # -- index, export, close
 
-    @_pg_errors
+    @postgres_errors
     def drop_index(self) -> None:
         """Drops the HNSW index of the scoring in use (before a bulk load)."""
         with self._transaction() as conn:
-            conn.execute(f"DROP INDEX IF EXISTS {self._index_name}")
+            conn.execute(f"DROP INDEX IF EXISTS {index_name(self.scoring)}")
 
-    @_pg_errors
+    @postgres_errors
     def rebuild_index(self, *, maintenance_work_mem: str = "1GB") -> None:
         """(Re)builds the HNSW index of the scoring in use and analyzes the tables. The build
         graph should fit ``maintenance_work_mem`` (about 3 GB for 1M 512-d templates)."""
@@ -760,13 +420,13 @@ class PostgresGallery(Gallery):
             conn.execute(
                 "SELECT set_config('maintenance_work_mem', %s, true)", (maintenance_work_mem,)
             )
-            conn.execute(f"DROP INDEX IF EXISTS {self._index_name}")
+            conn.execute(f"DROP INDEX IF EXISTS {index_name(self.scoring)}")
             conn.execute(self._index_sql())
         with self._pool.connection() as conn:
             conn.execute("ANALYZE identities")
             conn.execute("ANALYZE templates")
 
-    @_pg_errors
+    @postgres_errors
     def export_templates(self) -> tuple[list[str], list[str], np.ndarray]:
         with self._transaction() as conn:
             rows = conn.execute(
@@ -778,5 +438,4 @@ class PostgresGallery(Gallery):
 
     def close(self) -> None:
         self._pool.close()
-        if self._fan_out is not None:
-            self._fan_out.shutdown(wait=True)
+        self._searcher.close()

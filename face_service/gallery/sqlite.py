@@ -1,5 +1,6 @@
-"""The embedded gallery: a SQLite file for durability and an in-memory :class:`TemplateIndex`
-for exact search, loaded from the file at start and updated after every commit."""
+"""The embedded gallery, :class:`SQLiteGallery`: a SQLite file for durability (``sqlite_schema.py``)
+and an in-memory :class:`TemplateIndex` for exact search, loaded from the file at start and
+updated after every commit; each write's SQL and index update, in step, under one lock."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,78 +24,17 @@ from face_service.errors import (
     IdentityNotFoundError,
     TemplateNotFoundError,
 )
-from face_service.gallery.base import (
-    IDENTITY_COLUMNS,
-    RECORD_COLUMNS,
-    BulkRows,
-    Gallery,
-    Identity,
-    Match,
-    Record,
-    Scoring,
-    Template,
-    database_errors,
-    faces_to_json,
-    record_from_row,
-    utcnow,
-)
+from face_service.gallery.base import Gallery
+from face_service.gallery.rows import utcnow
+from face_service.gallery.sql import IDENTITY_COLUMNS
+from face_service.gallery.sqlite_schema import SQL, connect, encode_time, sqlite_errors, transaction
 from face_service.gallery.template_index import TemplateIndex
+from face_service.gallery.types import BulkRows, Identity, Match, Record, Scoring, Template
 
 logger = logging.getLogger(__name__)
 
 _SQL_VARIABLES = 500  # ids per IN (...) list, well below SQLite's limit
 _LOAD_CHUNK = 16_384
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS identities (
-    identity_id TEXT PRIMARY KEY,
-    name TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS identities_created ON identities (created_at, identity_id);
-CREATE TABLE IF NOT EXISTS templates (
-    seq INTEGER PRIMARY KEY,
-    template_id TEXT NOT NULL UNIQUE,
-    identity_id TEXT NOT NULL REFERENCES identities (identity_id) ON DELETE CASCADE,
-    source TEXT,
-    embedding BLOB NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS templates_identity ON templates (identity_id, seq);
-CREATE TABLE IF NOT EXISTS records (
-    record_id TEXT PRIMARY KEY,
-    filename TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    channels INTEGER NOT NULL,
-    faces TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_filename ON records (filename);
-CREATE INDEX IF NOT EXISTS records_created ON records (created_at, record_id);
-"""
-
-
-# An unusable database (locked, I/O error, not a database, closed) -> GalleryError.
-_sqlite_errors = database_errors(
-    (sqlite3.OperationalError, sqlite3.DatabaseError),
-    except_for=(sqlite3.IntegrityError, sqlite3.ProgrammingError),
-)
-
-
-def _ts(moment: datetime) -> str:
-    # One fixed-width format in UTC: the text sorts like the time.
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def _lower(text: str | None) -> str | None:
-    return None if text is None else text.lower()
 
 
 def _marks(count: int) -> str:
@@ -113,8 +53,8 @@ class SQLiteGallery(Gallery):
         self,
         path: Path,
         *,
+        dimension: int,
         scoring: Scoring = "max",
-        dimension: int = 512,
         search_threads: int = 0,
     ) -> None:
         if scoring not in ("max", "mean"):
@@ -125,45 +65,28 @@ class SQLiteGallery(Gallery):
         self._lock = threading.RLock()
         self._closed = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (self.path.parent / (self.path.name + ".lock")).open("a+b")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            self._lock_file.close()
-            raise GalleryError(
-                f"the gallery file {self.path} is in use by another gallery or process"
-            ) from error
-        self._index = TemplateIndex(dimension, scoring, self._exact_rows, threads=search_threads)
-        try:
-            self._conn = self._connect()
+        with ExitStack() as on_failure:  # what is open so far is closed if opening fails
+            self._lock_file = (self.path.parent / (self.path.name + ".lock")).open("a+b")
+            on_failure.callback(self._lock_file.close)
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                raise GalleryError(
+                    f"the gallery file {self.path} is in use by another gallery or process"
+                ) from error
+            self._index = TemplateIndex(
+                dimension, scoring, self._exact_rows, threads=search_threads
+            )
+            on_failure.callback(self._index.close)
+            self._conn = connect(self.path)
+            on_failure.callback(self._conn.close)
             self._load()
-        except BaseException:
-            with suppress(Exception):
-                self._conn.close()
-            self._index.close()
-            self._lock_file.close()
-            raise
+            on_failure.pop_all()  # open: close() closes them
         self._closed = False
 
     # -- plumbing
 
-    @_sqlite_errors
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._conn = conn
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise GalleryError(f"the gallery file {self.path} cannot use WAL (got {mode})")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.create_function("py_lower", 1, _lower, deterministic=True)
-        with self._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        return conn
-
-    @_sqlite_errors
+    @sqlite_errors
     def _load(self) -> None:
         started = time.perf_counter()
         conn, index = self._conn, self._index
@@ -207,12 +130,12 @@ class SQLiteGallery(Gallery):
         found = dict(self._rows_in("SELECT seq, embedding FROM templates WHERE seq IN", wanted))
         return self._decode([found[key] for key in wanted])
 
-    def _rows_in(self, select: str, values: list[Any], then: str = "") -> Iterator[Any]:
-        """The rows of ``select`` + `` (values) `` + ``then``, asked in chunks that stay within
-        SQLite's limit on variables (the order of ``then`` holds within a chunk)."""
+    def _rows_in(self, select: str, values: list[Any]) -> Iterator[Any]:
+        """The rows of ``select`` + `` (values)``, asked in chunks that stay within SQLite's
+        limit on variables."""
         for start in range(0, len(values), _SQL_VARIABLES):
             chunk = values[start : start + _SQL_VARIABLES]
-            yield from self._conn.execute(f"{select} ({_marks(len(chunk))}) {then}", chunk)
+            yield from self._conn.execute(f"{select} ({_marks(len(chunk))})", chunk)
 
     def _identity_rows(self, identity_id: str) -> np.ndarray:
         blobs = self._conn.execute(
@@ -220,19 +143,9 @@ class SQLiteGallery(Gallery):
         ).fetchall()
         return self._decode([blob for (blob,) in blobs])
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction (the caller holds the lock)."""
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
+        return transaction(self._conn)
 
     @contextmanager
     def _open(self) -> Iterator[sqlite3.Connection]:
@@ -246,32 +159,6 @@ class SQLiteGallery(Gallery):
         if identity_id not in self._index:
             raise IdentityNotFoundError(identity_id)
 
-    def _templates_of(self, identity_ids: list[str]) -> dict[str, list[Template]]:
-        found: dict[str, list[Template]] = {i: [] for i in identity_ids}
-        for identity_id, template_id, source, created_at in self._rows_in(
-            "SELECT identity_id, template_id, source, created_at FROM templates "
-            "WHERE identity_id IN",
-            identity_ids,
-            "ORDER BY seq",
-        ):
-            found[identity_id].append(Template(template_id, source, _dt(created_at)))
-        return found
-
-    @staticmethod
-    def _identity(row: tuple[Any, ...], templates: list[Template]) -> Identity:
-        identity_id, name, metadata, created_at, updated_at = row
-        return Identity(
-            identity_id, name, json.loads(metadata), _dt(created_at), _dt(updated_at), templates
-        )
-
-    def _get(self, identity_id: str) -> Identity:
-        row = self._conn.execute(
-            f"SELECT {IDENTITY_COLUMNS} FROM identities WHERE identity_id = ?", (identity_id,)
-        ).fetchone()
-        if row is None:
-            raise IdentityNotFoundError(identity_id)
-        return self._identity(row, self._templates_of([identity_id])[identity_id])
-
     def _write_templates(
         self, owners: list[str], templates: list[Template], rows: np.ndarray
     ) -> np.ndarray:
@@ -283,7 +170,7 @@ class SQLiteGallery(Gallery):
             "INSERT INTO templates (seq, template_id, identity_id, source, embedding, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (
-                (key, t.template_id, owner, t.source, row.tobytes(), _ts(t.created_at))
+                (key, t.template_id, owner, t.source, row.tobytes(), encode_time(t.created_at))
                 for key, owner, t, row in zip(keys.tolist(), owners, templates, rows, strict=True)
             ),
         )
@@ -291,7 +178,8 @@ class SQLiteGallery(Gallery):
 
     def _touch(self, identity_id: str, now: datetime) -> None:
         self._conn.execute(
-            "UPDATE identities SET updated_at = ? WHERE identity_id = ?", (_ts(now), identity_id)
+            "UPDATE identities SET updated_at = ? WHERE identity_id = ?",
+            (encode_time(now), identity_id),
         )
 
     def _refresh_centroid(self, identity_id: str) -> None:
@@ -300,7 +188,7 @@ class SQLiteGallery(Gallery):
 
     # -- identities
 
-    @_sqlite_errors
+    @sqlite_errors
     def _insert_identity(self, identity: Identity, rows: np.ndarray) -> None:
         identity_id = identity.identity_id
         with self._open() as conn:
@@ -315,8 +203,8 @@ class SQLiteGallery(Gallery):
                             identity_id,
                             identity.name,
                             json.dumps(identity.metadata),
-                            _ts(identity.created_at),
-                            _ts(identity.updated_at),
+                            encode_time(identity.created_at),
+                            encode_time(identity.updated_at),
                         ),
                     )
                 except sqlite3.IntegrityError:
@@ -326,7 +214,7 @@ class SQLiteGallery(Gallery):
             self._index.add_rows([identity_id] * len(rows), keys, rows)
             self._refresh_centroid(identity_id)
 
-    @_sqlite_errors
+    @sqlite_errors
     def _insert_templates(
         self, identity_id: str, templates: list[Template], rows: np.ndarray, now: datetime
     ) -> Identity:
@@ -338,9 +226,9 @@ class SQLiteGallery(Gallery):
                 self._touch(identity_id, now)
             self._index.add_rows([identity_id] * len(rows), keys, rows)
             self._refresh_centroid(identity_id)
-            return self._get(identity_id)
+            return SQL.get_identity(self._conn, identity_id)
 
-    @_sqlite_errors
+    @sqlite_errors
     def delete_template(self, *, identity_id: str, template_id: str) -> Identity:
         with self._open() as conn:
             self._require(identity_id)
@@ -355,58 +243,30 @@ class SQLiteGallery(Gallery):
                 self._touch(identity_id, utcnow())
             self._index.remove_template(identity_id, row[0])
             self._refresh_centroid(identity_id)
-            return self._get(identity_id)
+            return SQL.get_identity(self._conn, identity_id)
 
-    @_sqlite_errors
+    @sqlite_errors
     def _update_identity(
         self, identity_id: str, changes: dict[str, Any], now: datetime
     ) -> Identity:
-        if "metadata" in changes:
-            changes = {**changes, "metadata": json.dumps(changes["metadata"])}
-        assignments = ", ".join(f"{column} = ?" for column in ("updated_at", *changes))
         with self._open() as conn:
             with self._transaction():
-                updated = conn.execute(
-                    f"UPDATE identities SET {assignments} WHERE identity_id = ?",
-                    [_ts(now), *changes.values(), identity_id],
-                ).rowcount
-                if not updated:
-                    raise IdentityNotFoundError(identity_id)
-            return self._get(identity_id)
+                SQL.update_identity(conn, identity_id, changes, now)
+            return SQL.get_identity(conn, identity_id)
 
-    @_sqlite_errors
+    @sqlite_errors
     def get_identity(self, *, identity_id: str) -> Identity:
-        with self._open():
-            return self._get(identity_id)
+        with self._open() as conn:
+            return SQL.get_identity(conn, identity_id)
 
-    def _page(
-        self, table: str, columns: str, text: str, contains: str | None, offset: int, limit: int
-    ) -> tuple[list[tuple[Any, ...]], int]:
-        """Rows of ``table`` in creation order (then id, the first column) whose ``text``
-        column holds ``contains`` (any case; None: every row), and how many there are."""
-        where, args = "", []
-        if contains is not None:
-            where, args = f"WHERE instr(py_lower({text}), ?) > 0", [contains.lower()]
-        first = columns.split(",")[0]
-        (total,) = self._conn.execute(f"SELECT count(*) FROM {table} {where}", args).fetchone()
-        rows = self._conn.execute(
-            f"SELECT {columns} FROM {table} {where} ORDER BY created_at, {first} LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ).fetchall()
-        return rows, total
-
-    @_sqlite_errors
+    @sqlite_errors
     def _list_identities(
         self, offset: int, limit: int, name_contains: str | None
     ) -> tuple[list[Identity], int]:
-        with self._open():
-            rows, total = self._page(
-                "identities", IDENTITY_COLUMNS, "name", name_contains, offset, limit
-            )
-            templates = self._templates_of([row[0] for row in rows])
-        return [self._identity(row, templates[row[0]]) for row in rows], total
+        with self._open() as conn:
+            return SQL.list_identities(conn, offset, limit, name_contains)
 
-    @_sqlite_errors
+    @sqlite_errors
     def delete_identity(self, *, identity_id: str) -> None:
         with self._open() as conn:
             with self._transaction():
@@ -417,7 +277,7 @@ class SQLiteGallery(Gallery):
                     raise IdentityNotFoundError(identity_id)
             self._index.remove_identity(identity_id)
 
-    @_sqlite_errors
+    @sqlite_errors
     def delete_all(self) -> int:
         with self._open() as conn:
             with self._transaction():
@@ -426,7 +286,7 @@ class SQLiteGallery(Gallery):
             self._index.clear()
             return deleted
 
-    @_sqlite_errors
+    @sqlite_errors
     def _merge(self, target_id: str, source_id: str, now: datetime) -> Identity:
         with self._open() as conn:
             self._require(target_id)
@@ -440,12 +300,12 @@ class SQLiteGallery(Gallery):
                 self._touch(target_id, now)
             self._index.merge(target_id, source_id)
             self._refresh_centroid(target_id)
-            return self._get(target_id)
+            return SQL.get_identity(self._conn, target_id)
 
-    @_sqlite_errors
+    @sqlite_errors
     def _insert_bulk(self, bulk: BulkRows) -> None:
         ids = bulk.identity_ids
-        now = _ts(bulk.created_at)
+        now = encode_time(bulk.created_at)
         with self._open() as conn:
             for identity_id in ids:
                 if identity_id in self._index:
@@ -466,7 +326,7 @@ class SQLiteGallery(Gallery):
 
     # -- search
 
-    @_sqlite_errors
+    @sqlite_errors
     def _search(self, query: np.ndarray, top_k: int) -> list[Match]:
         with self._open() as conn:
             found = self._index.search(query, top_k)
@@ -480,67 +340,44 @@ class SQLiteGallery(Gallery):
             )
         return [Match(identity_id, names.get(identity_id), sim) for identity_id, sim in found]
 
-    @_sqlite_errors
+    @sqlite_errors
     def _similarity(self, query: np.ndarray, identity_id: str) -> float:
         with self._open():
             self._require(identity_id)
             return self._index.similarity(query, identity_id)
 
-    @_sqlite_errors
+    @sqlite_errors
     def count(self) -> tuple[int, int]:
         with self._open():
             return self._index.identities, self._index.templates
 
     # -- records
 
-    @staticmethod
-    def _record(row: tuple[Any, ...]) -> Record:
-        return record_from_row(row, faces=json.loads(row[5]), created_at=_dt(row[6]))
-
-    @_sqlite_errors
+    @sqlite_errors
     def _insert_record(self, record: Record) -> None:
         with self._open() as conn, self._transaction():
-            conn.execute(
-                f"INSERT INTO records ({RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.record_id,
-                    record.filename,
-                    record.width,
-                    record.height,
-                    record.channels,
-                    json.dumps(faces_to_json(record.faces)),
-                    _ts(record.created_at),
-                ),
-            )
+            SQL.insert_record(conn, record)
 
-    @_sqlite_errors
+    @sqlite_errors
     def _find_records(
         self, filename_contains: str | None, offset: int, limit: int
     ) -> tuple[list[Record], int]:
-        with self._open():
-            rows, total = self._page(
-                "records", RECORD_COLUMNS, "filename", filename_contains, offset, limit
-            )
-        return [self._record(row) for row in rows], total
+        with self._open() as conn:
+            return SQL.find_records(conn, filename_contains, offset, limit)
 
-    @_sqlite_errors
+    @sqlite_errors
     def _get_record(self, record_id: str) -> Record | None:
         with self._open() as conn:
-            row = conn.execute(
-                f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ?", (record_id,)
-            ).fetchone()
-        return None if row is None else self._record(row)
+            return SQL.get_record(conn, record_id)
 
-    @_sqlite_errors
+    @sqlite_errors
     def _delete_record(self, record_id: str) -> bool:
         with self._open() as conn, self._transaction():
-            return (
-                conn.execute("DELETE FROM records WHERE record_id = ?", (record_id,)).rowcount > 0
-            )
+            return SQL.delete_record(conn, record_id)
 
     # -- export, close
 
-    @_sqlite_errors
+    @sqlite_errors
     def export_templates(self) -> tuple[list[str], list[str], np.ndarray]:
         with self._open() as conn:
             rows = conn.execute(

@@ -18,28 +18,20 @@ import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
 
 import numkong
 import numpy as np
 
-Scoring = Literal["max", "mean"]
+from face_service.gallery.rows import clip_similarity
+from face_service.gallery.types import NO_TEMPLATE_SIMILARITY, Scoring
 
 # Reads the exact float32 embeddings of the given row keys (len(keys) x dimension, same order).
 ExactRows = Callable[[np.ndarray], np.ndarray]
-
-# The score of an identity that has no template left (nothing to match): the lowest cosine.
-NO_TEMPLATE_SIMILARITY = -1.0
 
 _CODE_MAX = 127  # int8 codes in [-127, 127]: symmetric, so that a row and its negation agree
 _PARALLEL_FROM_ROWS = 65_536  # below this one thread scans faster than a hand-off to the pool
 _BLOCK = 64  # rows per block when looking for the best rows of a large gallery
 _BLOCKS_FROM_ROWS = 65_536  # below this one partition of every row is as cheap
-
-
-def clip_similarity(similarity: float) -> float:
-    """Rounding can take the cosine of a vector and itself just past 1."""
-    return min(1.0, max(-1.0, float(similarity)))
 
 
 def quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:

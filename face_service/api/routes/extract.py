@@ -30,7 +30,7 @@ from face_service.api.uploads import (
 )
 from face_service.drawing import draw_faces
 from face_service.errors import InvalidImageError
-from face_service.gallery.base import Gallery, RecordFace
+from face_service.gallery import Gallery, RecordFace
 from face_service.imaging import encode_jpeg
 
 # Crops are meant to be embedded again (embed_only): at quality 95 that gave cosine 0.998 to the

@@ -57,14 +57,14 @@ async def identify(
     )
 
 
-@router.post(
-    "/identify/embedding", response_model=IdentifyPublic, summary="1:N for a 512-d embedding"
-)
+@router.post("/identify/embedding", response_model=IdentifyPublic, summary="1:N for an embedding")
 async def identify_embedding(
     query: EmbeddingQuery, identification: IdentificationDep
 ) -> IdentifyPublic:
     result = await identification.identify_embedding(
-        unit_vector(query.embedding), top_k=query.top_k, threshold=query.threshold
+        unit_vector(query.embedding, identification.gallery.dimension),
+        top_k=query.top_k,
+        threshold=query.threshold,
     )
     return IdentifyPublic(
         faces=[identified_public(result)], threshold=identification.threshold(query.threshold)
@@ -98,12 +98,12 @@ async def verify(
     )
 
 
-@router.post("/verify/embedding", response_model=VerifyPublic, summary="1:1 for a 512-d embedding")
+@router.post("/verify/embedding", response_model=VerifyPublic, summary="1:1 for an embedding")
 async def verify_embedding(
     body: EmbeddingVerify, identification: IdentificationDep
 ) -> VerifyPublic:
     similarity = await identification.verify_embedding(
-        unit_vector(body.embedding), identity_id=body.identity_id
+        unit_vector(body.embedding, identification.gallery.dimension), identity_id=body.identity_id
     )
     limit = identification.threshold(body.threshold)
     return VerifyPublic(

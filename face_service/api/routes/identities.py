@@ -24,7 +24,7 @@ from face_service.api.schemas.identities import (
 from face_service.api.uploads import read_multipart, require_multipart, validation_error
 from face_service.enrollment import EnrollmentImage
 from face_service.errors import ConfirmationRequiredError
-from face_service.gallery.base import UNSET, Identity
+from face_service.gallery import UNSET, Identity
 from face_service.settings import Settings
 
 router = APIRouter(

@@ -6,9 +6,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from face_service.api.schemas.faces import FacePublic
 from face_service.api.schemas.identities import IDENTITY_ID_PATTERN
-from face_service.gallery.base import Match
+from face_service.gallery import Match
 
-EMBEDDING_DIMENSION = 512
+# The schema bounds a query's size; its exact width is the recognizer's, checked when it is used
+# (unit_vector), since a model pack decides it.
+MAX_EMBEDDING_VALUES = 4096
+EMBEDDING_DESCRIPTION = "as many values as /embedding returns (512 for InsightFace's packs)"
 
 
 class MatchPublic(BaseModel):
@@ -46,7 +49,9 @@ class VerifyPublic(BaseModel):
 class EmbeddingQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    embedding: list[float] = Field(min_length=EMBEDDING_DIMENSION, max_length=EMBEDDING_DIMENSION)
+    embedding: list[float] = Field(
+        min_length=1, max_length=MAX_EMBEDDING_VALUES, description=EMBEDDING_DESCRIPTION
+    )
     top_k: int = Field(5, ge=1, le=100)
     threshold: float | None = Field(None, ge=-1, le=1)
 
@@ -54,6 +59,8 @@ class EmbeddingQuery(BaseModel):
 class EmbeddingVerify(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    embedding: list[float] = Field(min_length=EMBEDDING_DIMENSION, max_length=EMBEDDING_DIMENSION)
+    embedding: list[float] = Field(
+        min_length=1, max_length=MAX_EMBEDDING_VALUES, description=EMBEDDING_DESCRIPTION
+    )
     identity_id: str = Field(pattern=IDENTITY_ID_PATTERN)
     threshold: float | None = Field(None, ge=-1, le=1)

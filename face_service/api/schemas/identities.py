@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from face_service.api.schemas.faces import FacePublic
-from face_service.gallery.base import Identity
+from face_service.gallery import Identity
 
 IDENTITY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 MAX_NAME_LENGTH = 200

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from face_service.gallery.base import Record
+from face_service.gallery import Record
 
 
 class RecordFacePublic(BaseModel):
