@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
@@ -18,7 +19,7 @@ from face_service.api.middleware import RequestSizeLimit
 from face_service.api.routes import extract, faces, health, identify, identities, records
 from face_service.enrollment import Enrollment
 from face_service.errors import ModelUnavailableError
-from face_service.gallery import open_gallery
+from face_service.gallery import Gallery, open_gallery
 from face_service.identification import Identification
 from face_service.inference.model_config import embedding_dimension
 from face_service.settings import Settings, get_settings
@@ -37,41 +38,61 @@ ROUTERS = (
 )
 
 
+@dataclass(frozen=True)
+class Services:
+    """What the routes stand on, made once per process by a :data:`ServicesFactory`."""
+
+    triton: TritonService  # readiness for /health
+    pipeline: FacePipeline
+    gallery: Gallery
+
+
+# The service's own factory starts Triton; the fast test tier passes one with stub models.
+ServicesFactory = Callable[[Settings], AbstractAsyncContextManager[Services]]
+
+
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+async def start_services(settings: Settings) -> AsyncIterator[Services]:
+    """Triton (local or external), the pipeline on it, and the gallery sized to its recognizer."""
     triton = TritonService(settings)
     await triton.start()
-    pipeline = FacePipeline(triton.client, settings)
     try:
-        await pipeline.load()
-    except ModelUnavailableError as error:
-        # An external Triton may come up later; models load on first use until then.
-        logger.warning("models not loaded yet: %s", error)
-    try:
+        pipeline = FacePipeline.on_triton(triton.client, settings)
+        try:
+            await pipeline.load()
+        except ModelUnavailableError as error:
+            # An external Triton may come up later; models load on first use until then.
+            logger.warning("models not loaded yet: %s", error)
         dimension = pipeline.recognizer.dimension or await asyncio.to_thread(
             embedding_dimension, settings.model_repository
         )
         gallery = await asyncio.to_thread(open_gallery, settings, dimension=dimension)
-    except BaseException:
-        await triton.stop()
-        raise
-    app.state.triton = triton
-    app.state.pipeline = pipeline
-    app.state.gallery = gallery
-    app.state.enrollment = Enrollment(pipeline, gallery)
-    app.state.identification = Identification(pipeline, gallery)
-    app.state.admission = AdmissionLimiter(
-        concurrency=settings.max_concurrent_requests, queue=settings.max_queued_requests
-    )
-    try:
-        yield
+        try:
+            yield Services(triton=triton, pipeline=pipeline, gallery=gallery)
+        finally:
+            await asyncio.to_thread(gallery.close)
     finally:
-        await asyncio.to_thread(gallery.close)
         await triton.stop()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    async with app.state.start_services(settings) as services:
+        app.state.triton = services.triton
+        app.state.pipeline = services.pipeline
+        app.state.gallery = services.gallery
+        app.state.enrollment = Enrollment(services.pipeline, services.gallery)
+        app.state.identification = Identification(services.pipeline, services.gallery)
+        app.state.admission = AdmissionLimiter(
+            concurrency=settings.max_concurrent_requests, queue=settings.max_queued_requests
+        )
+        yield
+
+
+def create_app(
+    settings: Settings | None = None, *, services: ServicesFactory = start_services
+) -> FastAPI:
     app = FastAPI(
         title="Face recognition service",
         description=(
@@ -83,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    app.state.start_services = services
     add_error_handlers(app)
     app.add_middleware(RequestSizeLimit, max_bytes=app.state.settings.max_request_bytes)
     for router in ROUTERS:

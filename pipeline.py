@@ -46,6 +46,7 @@ from face_service.imaging import (
 )
 from face_service.inference.client import TritonClient
 from face_service.inference.detector import FaceDetector
+from face_service.inference.protocols import Detector, Recognizer
 from face_service.inference.recognizer import FaceRecognizer
 from face_service.settings import Settings
 
@@ -70,10 +71,15 @@ class FacePipeline:
     that fails the request (/embedding) or is reported beside the others (/extract, enrollment).
     """
 
-    def __init__(self, client: TritonClient, settings: Settings) -> None:
+    def __init__(self, detector: Detector, recognizer: Recognizer, settings: Settings) -> None:
         self.settings = settings
-        self.detector = FaceDetector(client)
-        self.recognizer = FaceRecognizer(client)
+        self.detector = detector
+        self.recognizer = recognizer
+
+    @classmethod
+    def on_triton(cls, client: TritonClient, settings: Settings) -> FacePipeline:
+        """The service's pipeline: both models served by the Triton that ``client`` reaches."""
+        return cls(FaceDetector(client), FaceRecognizer(client), settings)
 
     async def load(self) -> None:
         await self.detector.load()

@@ -4,9 +4,7 @@ names, a full /dev/shm, parity with binary HTTP, concurrency, re-registration, c
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -17,62 +15,8 @@ from face_service.inference.client import TritonClient
 from face_service.testing.service_process import ServiceProcess
 
 
-def test_client_of_an_unreachable_triton_raises_model_unavailable() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens here once closed
-
-    async def call() -> None:
-        client = TritonClient(f"127.0.0.1:{port}", timeout_s=5)
-        try:
-            assert await client.server_ready() is False
-            with pytest.raises(ModelUnavailableError, match="'face_recognizer' is not available"):
-                await client.infer("face_recognizer", {"x": np.zeros((1, 3), np.float32)}, ["y"])
-            with pytest.raises(ModelUnavailableError, match="'face_recognizer' is not available"):
-                await client.model_config("face_recognizer")
-        finally:
-            await client.close()
-
-    asyncio.run(call())
-
-
-def test_shm_region_names_differ_between_clients_and_name_the_process() -> None:
-    async def call() -> tuple[str, str]:
-        first = TritonClient("127.0.0.1:1", timeout_s=5, transport="shm")
-        second = TritonClient("127.0.0.1:1", timeout_s=5, transport="shm")
-        await first.close()
-        await second.close()
-        return first.shm_prefix, second.shm_prefix
-
-    first, second = asyncio.run(call())
-    assert first != second
-    assert first.startswith(f"face_{os.getpid()}_")
-    assert second.startswith(f"face_{os.getpid()}_")
-
-
 def shm_files(prefix: str) -> list[str]:
     return [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
-
-
-def test_shm_region_without_room_in_dev_shm_is_an_error_not_a_crash(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def full(fd: int, offset: int, length: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    # Without the reservation, writing into the sparse region would end this process (SIGBUS).
-    monkeypatch.setattr(os, "posix_fallocate", full)
-
-    async def call() -> str:
-        client = TritonClient("127.0.0.1:1", timeout_s=5, transport="shm")
-        try:
-            with pytest.raises(ModelUnavailableError, match="no room for 1048576 bytes"):
-                await client.infer("face_recognizer", {"x": np.zeros((1, 3), np.float32)}, ["y"])
-        finally:
-            await client.close()
-        return client.shm_prefix
-
-    assert shm_files(asyncio.run(call())) == []
 
 
 async def model_io(client: TritonClient, model: str) -> tuple[str, list[str], bool]:
@@ -89,7 +33,6 @@ def random_input(shape: tuple[int, ...], pixels: bool, seed: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize(
     ("model", "shape"), [("face_detector", (1, 3, 640, 640)), ("face_recognizer", (3, 3, 112, 112))]
 )
@@ -115,7 +58,6 @@ def test_shm_transport_gives_the_outputs_of_binary(
         np.testing.assert_allclose(actual[name], array, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("pool_size", [8, 3])
 def test_concurrent_shm_calls_each_get_their_own_result(
     service: ServiceProcess, pool_size: int
@@ -149,7 +91,6 @@ def test_concurrent_shm_calls_each_get_their_own_result(
     assert shm_files(prefix) == []
 
 
-@pytest.mark.integration
 def test_shm_regions_are_registered_again_after_triton_forgets_them_and_freed_on_close(
     service: ServiceProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -182,7 +123,6 @@ def test_shm_regions_are_registered_again_after_triton_forgets_them_and_freed_on
     assert registered == []  # and unregistered it from Triton
 
 
-@pytest.mark.integration
 def test_shm_with_a_triton_that_cannot_map_the_region_says_so(
     service: ServiceProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:

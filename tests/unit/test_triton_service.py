@@ -4,14 +4,12 @@ and the facade's choice of transport."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
 from face_service.inference.server_arguments import server_arguments
 from face_service.settings import Settings
-from face_service.testing.service_process import ServiceProcess
 from triton_service import TritonServer, TritonService
 
 
@@ -48,20 +46,6 @@ def test_server_arguments_bind_to_loopback_and_name_every_port(tmp_path: Path) -
         str(tmp_path / "python"),
     ]
     assert server.url == "127.0.0.1:8100"
-
-
-@pytest.mark.integration
-def test_triton_dies_with_the_api_process_even_on_sigkill(tmp_path: Path) -> None:
-    api = ServiceProcess(api_port=0, triton_port=0, work_dir=tmp_path, startup_timeout_s=120)
-    with api:
-        assert len(api.triton_pids()) == 1
-        assert api.process is not None
-        api.process.kill()
-        api.process.wait()
-        deadline = time.monotonic() + 15
-        while api.triton_pids() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert api.triton_pids() == []
 
 
 @pytest.mark.parametrize(

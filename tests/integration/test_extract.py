@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
-import pytest
 from PIL import Image
 
 from face_service.testing.service_process import ServiceProcess
@@ -35,7 +34,6 @@ def boxes(image: dict) -> np.ndarray:
     return np.array([f["bbox"] for f in image["faces"]])
 
 
-@pytest.mark.integration
 def test_multi_image_multipart_and_json_match_single_image_calls(
     api: httpx.Client, photos: dict[str, Path]
 ) -> None:
@@ -57,7 +55,6 @@ def test_multi_image_multipart_and_json_match_single_image_calls(
     assert [len(image["faces"]) for image in together] == [5, 1, 6]
 
 
-@pytest.mark.integration
 def test_limit_faces_returns_the_largest(api: httpx.Client, photos: dict[str, Path]) -> None:
     data = photos["players"].read_bytes()
     [everything] = extract(api, [("players", data)])["images"]
@@ -68,7 +65,6 @@ def test_limit_faces_returns_the_largest(api: httpx.Client, photos: dict[str, Pa
     np.testing.assert_allclose(limited_areas, areas[:5], rtol=1e-4)
 
 
-@pytest.mark.integration
 def test_min_face_size_filters(api: httpx.Client, photos: dict[str, Path]) -> None:
     data = photos["players"].read_bytes()
     [everything] = extract(api, [("players", data)])["images"]
@@ -80,7 +76,6 @@ def test_min_face_size_filters(api: httpx.Client, photos: dict[str, Path]) -> No
     assert 0 < len(filtered["faces"]) < 22
 
 
-@pytest.mark.integration
 def test_embed_only_on_returned_crops_gives_the_same_embeddings(
     api: httpx.Client, photos: dict[str, Path]
 ) -> None:
@@ -93,7 +88,6 @@ def test_embed_only_on_returned_crops_gives_the_same_embeddings(
         assert float(np.dot(original["embedding"], crop_face["embedding"])) >= 0.999
 
 
-@pytest.mark.integration
 def test_embed_only_refuses_images_that_are_not_crops(
     api: httpx.Client, photos: dict[str, Path]
 ) -> None:
@@ -102,7 +96,6 @@ def test_embed_only_refuses_images_that_are_not_crops(
     assert "embed_only expects aligned 112x112 face crops" in image["error"]
 
 
-@pytest.mark.integration
 def test_one_corrupt_image_gets_its_own_error_entry(
     api: httpx.Client, photos: dict[str, Path]
 ) -> None:
@@ -114,7 +107,6 @@ def test_one_corrupt_image_gets_its_own_error_entry(
     assert set(result["took_ms"]) == {"decode", "detect", "embed", "total"}
 
 
-@pytest.mark.integration
 def test_options_are_validated_with_422_naming_the_field(
     api: httpx.Client, photos: dict[str, Path]
 ) -> None:
@@ -133,14 +125,12 @@ def test_options_are_validated_with_422_naming_the_field(
     assert bad_json.json()["detail"][0]["msg"] == "at least one image is required"
 
 
-@pytest.mark.integration
 def test_too_many_images_is_413(api: httpx.Client) -> None:
     response = api.post("/extract", json={"images": {"data": ["AAAA"] * 33}})
     assert response.status_code == 413
     assert "33 images in one request; the limit is 32" in response.json()["detail"]
 
 
-@pytest.mark.integration
 def test_draw_returns_the_picture_with_every_box_drawn(
     api: httpx.Client, photos: dict[str, Path]
 ) -> None:
@@ -158,7 +148,6 @@ def test_draw_returns_the_picture_with_every_box_drawn(
         assert difference[max(y1, 0) : y2 + 1, max(x1, 0) : x2 + 1].max() > 100
 
 
-@pytest.mark.integration
 def test_rotated_photo_is_found_with_auto_rotate(
     api: httpx.Client, photos: dict[str, Path]
 ) -> None:
@@ -188,7 +177,6 @@ def test_rotated_photo_is_found_with_auto_rotate(
     assert group_rotated["rotation"] == 270
 
 
-@pytest.mark.integration
 def test_concurrent_requests_all_get_correct_answers(
     api: httpx.Client, photos: dict[str, Path]
 ) -> None:
@@ -209,7 +197,6 @@ def test_concurrent_requests_all_get_correct_answers(
             assert float(np.dot(a["embedding"], b["embedding"])) > 0.9999
 
 
-@pytest.mark.integration
 def test_options_left_out_take_the_detection_settings(
     service: ServiceProcess, api: httpx.Client, photos: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from gallery_support import axis, enroll, is_utc, is_uuid_hex
 
 from face_service.errors import IdentityExistsError, IdentityNotFoundError, TemplateNotFoundError
 from face_service.gallery import NO_TEMPLATE_SIMILARITY, Gallery
+from tests.integration.gallery_support import axis, enroll, is_utc, is_uuid_hex
 
 
 def test_create_then_get_returns_the_same_identity(gallery: Gallery) -> None:

@@ -6,12 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import pytest
 
 from face_service.inference.client import TritonClient
 from face_service.testing.service_process import ServiceProcess
-
-pytestmark = pytest.mark.integration
 
 
 def test_concurrent_requests_get_their_own_results(service: ServiceProcess) -> None:

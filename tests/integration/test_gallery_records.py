@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from gallery_support import is_utc, is_uuid_hex
 
 from face_service.errors import RecordNotFoundError
 from face_service.gallery import Gallery, RecordFace
+from tests.integration.gallery_support import is_utc, is_uuid_hex
 
 
 def test_records_are_saved_found_and_deleted(gallery: Gallery) -> None:

@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import psycopg
 import pytest
-from gallery_support import (
+
+from face_service.errors import GalleryError, IdentityExistsError, IdentityNotFoundError
+from face_service.gallery import open_gallery
+from face_service.gallery.postgres import PostgresGallery
+from face_service.gallery.sqlite import SQLiteGallery
+from face_service.settings import Settings
+from tests.integration.gallery_support import (
     DIM,
     REPOSITORY,
     Store,
@@ -25,12 +31,6 @@ from gallery_support import (
     random_units,
     search_set,
 )
-
-from face_service.errors import GalleryError, IdentityExistsError, IdentityNotFoundError
-from face_service.gallery import open_gallery
-from face_service.gallery.postgres import PostgresGallery
-from face_service.gallery.sqlite import SQLiteGallery
-from face_service.settings import Settings
 
 
 def test_everything_survives_a_reopen(store: Store) -> None:

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gallery_support import DIM, Store, axis, enroll, random_units, search_set, unit
 
 from face_service.errors import IdentityNotFoundError
 from face_service.gallery import Gallery
 from face_service.gallery.postgres import PostgresGallery
+from tests.integration.gallery_support import (
+    DIM,
+    Store,
+    axis,
+    enroll,
+    random_units,
+    search_set,
+    unit,
+)
 
 
 def _scoring_gallery(store: Store, scoring: str) -> tuple[Gallery, dict[str, str]]:

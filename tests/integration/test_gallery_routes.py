@@ -18,8 +18,6 @@ from PIL import Image, ImageOps
 
 from face_service.testing.service_process import ServiceProcess
 
-pytestmark = pytest.mark.integration
-
 
 def jpeg(image: Image.Image, quality: int = 92) -> bytes:
     buffer = io.BytesIO()

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from gallery_support import Store, enroll, random_units
 
 from face_service.errors import IdentityNotFoundError, TemplateNotFoundError
 from face_service.gallery import Gallery
 from face_service.gallery.sqlite import SQLiteGallery
+from tests.integration.gallery_support import Store, enroll, random_units
 
 
 def _expected_scores(

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import vectron_dir
 from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -32,6 +31,7 @@ from face_service.errors import ModelRepositoryError
 from face_service.inference import model_packs, onnx_rewrite
 from face_service.inference.model_config import PYTHON_MODEL_SOURCE, parse_config
 from face_service.settings import REPOSITORY_ROOT, Settings, get_settings
+from tests.photos import vectron_dir
 
 DETECTOR_FILE = "scrfd_500m_bnkps.onnx"
 RECOGNIZER_FILE = "w600k_mbf.onnx"

@@ -16,8 +16,6 @@ from PIL import Image, ImageOps
 
 from face_service.testing.service_process import ServiceProcess
 
-pytestmark = pytest.mark.integration
-
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
     buffer = io.BytesIO()

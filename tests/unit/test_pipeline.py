@@ -1,0 +1,80 @@
+"""The pipeline coordinator with stub models (tests/fakes.py): batching, per-image errors, the
+padded retry, options, crops. Parity with InsightFace on the real Triton:
+tests/integration/test_pipeline.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import cv2
+import pytest
+
+from face_service.errors import ImageTooLargeError, InvalidImageError, NoFaceError
+from face_service.settings import Settings
+from tests.fakes import fake_pipeline, png
+
+# ---------------------------------------------------------------- the coordinator, without Triton
+
+
+def test_analyze_reports_each_image_and_batches_detection_and_embedding() -> None:
+    pipeline = fake_pipeline()
+    too_large = ImageTooLargeError("'images[2]' has 99 bytes; the limit is 1")
+    images, timings = asyncio.run(
+        pipeline.analyze([png(2), b"not an image", too_large, png(3)], pipeline.options())
+    )
+    assert [len(image.faces) for image in images] == [2, 0, 0, 3]
+    assert "'images[1]' is not an image" in str(images[1].error)
+    assert images[2].error is too_large
+    assert (images[0].width, images[0].height, images[0].channels) == (160, 120, 3)
+    # One detector call for the two readable images; one recognizer batch for all five faces.
+    assert [count for count, _ in pipeline.detector.calls] == [2]  # type: ignore[attr-defined]
+    assert pipeline.recognizer.batches == [5]  # type: ignore[attr-defined]
+    assert all(face.embedding is not None for face in images[3].faces)
+    assert images[3].faces[0].embedding_norm == 20.0
+    assert timings.total >= timings.embed
+
+
+def test_detection_options_left_out_come_from_the_settings() -> None:
+    pipeline = fake_pipeline(
+        Settings(detector_input_size=320, det_threshold=0.9, nms_threshold=0.3)
+    )
+    asyncio.run(pipeline.analyze([png(1)]))
+    asyncio.run(pipeline.analyze([png(1)], pipeline.options(det_threshold=0.5)))
+    options = [options for _, options in pipeline.detector.calls]  # type: ignore[attr-defined]
+    assert options == [
+        {"input_size": 320, "threshold": 0.9, "nms_threshold": 0.3},
+        {"input_size": 320, "threshold": 0.5, "nms_threshold": 0.3},
+    ]
+
+
+def test_an_image_without_faces_is_retried_on_a_padded_canvas() -> None:
+    pipeline = fake_pipeline()
+    [image], _ = asyncio.run(pipeline.analyze([png(0)]))
+    assert image.faces == []
+    assert [count for count, _ in pipeline.detector.calls] == [1, 1]  # type: ignore[attr-defined]
+
+
+def test_limit_and_crops_and_embed_only() -> None:
+    pipeline = fake_pipeline()
+    options = pipeline.options(limit_faces=1, return_face_crops=True)
+    [image], _ = asyncio.run(pipeline.analyze([png(3)], options))
+    assert len(image.faces) == 1
+    assert image.faces_detected == 3
+    assert [crop.shape for crop in image.crops] == [(112, 112, 3)]
+    crops = [cv2.imencode(".png", image.crops[0])[1].tobytes(), png(1)]
+    embedded, _ = asyncio.run(pipeline.analyze(crops, pipeline.options(embed_only=True)))
+    assert len(embedded[0].faces) == 1
+    assert embedded[0].faces[0].embedding is not None
+    assert "embed_only expects aligned 112x112 face crops" in str(embedded[1].error)
+    assert pipeline.recognizer.batches[-1] == 1  # type: ignore[attr-defined]
+
+
+def test_prominent_faces_fails_on_an_unreadable_image_first() -> None:
+    pipeline = fake_pipeline()
+    [(face, count)] = asyncio.run(pipeline.prominent_faces([(png(2), "image")]))
+    assert count == 2
+    assert face.embedding is not None
+    with pytest.raises(InvalidImageError, match="'image_b' is not an image"):
+        asyncio.run(pipeline.prominent_faces([(png(0), "image_a"), (b"junk", "image_b")]))
+    with pytest.raises(NoFaceError, match="image_a"):
+        asyncio.run(pipeline.prominent_faces([(png(0), "image_a"), (png(1), "image_b")]))
