@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 SHM_DIRECTORY = Path("/dev/shm")
@@ -61,6 +61,15 @@ def spawn(shm_prefixes: Sequence[str], grace_s: float = 3.0) -> Reaper:
     return Reaper(process)
 
 
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -71,23 +80,29 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def wait_group(pgid: int, timeout_s: float) -> bool:
-    """Whether every process of the group is gone within ``timeout_s``."""
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether ``condition()`` holds within ``timeout_s`` (polled every 50 ms)."""
     deadline = time.monotonic() + timeout_s
-    while group_alive(pgid):
+    while not condition():
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
     return True
 
 
+def wait_group(pgid: int, timeout_s: float) -> bool:
+    """Whether every process of the group is gone within ``timeout_s``."""
+    return wait_until(lambda: not group_alive(pgid), timeout_s)
+
+
 def stop_group(pgid: int, grace_s: float) -> None:
-    """SIGTERM to a live leader (tritonserver shuts down cleanly on it), SIGKILL to whatever of
-    the group is left after ``grace_s`` (the python-backend stubs ignore SIGTERM)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pgid, 0)  # the leader: tritonserver itself
-        os.killpg(pgid, signal.SIGTERM)
-        wait_group(pgid, grace_s)
+    """SIGTERM to the group while its leader runs (tritonserver shuts down cleanly on it) and up
+    to ``grace_s`` for the leader to exit; then SIGKILL to whatever is left (the python-backend
+    stubs ignore SIGTERM)."""
+    if alive(pgid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        wait_until(lambda: not alive(pgid), grace_s)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
     wait_group(pgid, grace_s)
