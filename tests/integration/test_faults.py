@@ -1,6 +1,7 @@
 """Faults detected and healed, on real service instances of their own under a bounded load:
 a frozen Triton (SIGSTOP) resumed or killed and restarted, a Triton killed with SIGKILL, and an
-API killed with SIGKILL leaving no process and no /dev/shm region behind. Every answer under
+API killed with SIGKILL leaving no process and no /dev/shm region behind; and Triton's control
+APIs closed to everyone but the service. Every answer under
 load is 200 or 503 (with Retry-After), /health answers within its bound, and the service is back
 within 10 s. Each test logs its figures (``--log-cli-level=WARNING`` shows them)."""
 
@@ -13,7 +14,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import tritonclient.grpc
+from tritonclient.utils import InferenceServerException
 
 from face_service.testing.service_process import ServiceProcess
 from tests.integration.fault_support import (
@@ -45,7 +49,12 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProces
     """One service for the Triton faults (each test starts from a healthy one)."""
     work_dir = tmp_path_factory.mktemp("faults")
     with ServiceProcess(
-        api_port=0, triton_port=0, work_dir=work_dir, env=FAULT_SETTINGS, startup_timeout_s=120
+        api_port=0,
+        triton_port=0,
+        work_dir=work_dir,
+        env=FAULT_SETTINGS,
+        startup_timeout_s=120,
+        triton_control_key=None,  # the service makes its own
     ) as service:
         yield service
 
@@ -187,3 +196,49 @@ def test_api_sigkill_leaves_no_process_and_no_shared_memory(tmp_path: Path, phot
     assert len(before["stubs"]) == 2
     assert before["shm"]  # the API's input regions and the python backend's
     assert gone - killed < 5
+
+
+def test_triton_control_apis_refuse_requests_without_the_service_key(
+    instance: ServiceProcess, photo: bytes
+) -> None:
+    instance.wait_healthy(60)
+    triton = f"http://{instance.triton_address}"
+    region = {"key": "/face_intruder", "offset": 0, "byte_size": 4096}
+    refused = {
+        "register shared memory": ("POST", "/v2/systemsharedmemory/region/x/register", region),
+        "shared memory status": ("GET", "/v2/systemsharedmemory/status", None),
+        "load a model": ("POST", "/v2/repository/models/face_detector/load", {}),
+        "unload a model": ("POST", "/v2/repository/models/face_detector/unload", {}),
+        "repository index": ("POST", "/v2/repository/index", {}),
+        "logging settings": ("POST", "/v2/logging", {"log_verbose_level": 1}),
+        "trace settings": ("GET", "/v2/trace/setting", None),
+    }
+    with httpx.Client(base_url=triton, timeout=10) as client:
+        for what, (method, path, body) in refused.items():
+            for headers in ({}, {"face-triton-key": "not-the-key-of-this-service"}):
+                answer = client.request(method, path, json=body, headers=headers)
+                assert answer.status_code == 403, (what, headers, answer.text)
+                assert "restricted" in answer.json()["error"]
+        # Inference, health and metadata stay open (an external API needs only those).
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.get("/v2/models/face_detector/config").status_code == 200
+    grpc = tritonclient.grpc.InferenceServerClient(
+        f"127.0.0.1:{instance.triton_port + 1}"  # type: ignore[operator]
+    )
+    with pytest.raises(InferenceServerException, match="restricted"):
+        grpc.register_system_shared_memory("x", "/face_intruder", 4096)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        grpc.load_model("face_detector")
+    grpc.close()
+    # Meanwhile the service registers its own regions (shm transport) and answers.
+    with httpx.Client(base_url=instance.url, timeout=30) as api:
+        files = {"image": ("photo.jpg", photo, "image/jpeg")}
+        assert api.post("/embedding", files=files).status_code == 200
+    # The key is never logged by the API or by Triton.
+    [pid] = instance.triton_pids()
+    flags = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    [restriction] = [f for f in flags if f.startswith(b"--http-restricted-api=")]
+    key = restriction.rsplit(b"=", 1)[1].decode()
+    assert len(key) >= 24
+    logs = instance.log_file.read_text() + (instance.work_dir / "triton" / "triton.log").read_text()
+    assert key not in logs
