@@ -104,13 +104,17 @@ def test_shm_regions_are_registered_again_after_triton_forgets_them_and_freed_on
     service: ServiceProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def call() -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
-        other = TritonClient(service.triton_address, timeout_s=30)
+        other = TritonClient(
+            service.triton_address, timeout_s=30, control_key=service.triton_control_key
+        )
         shared = TritonClient(
             service.triton_address,
             timeout_s=30,
             transport="shm",
             control_key=service.triton_control_key,
         )
+        # Triton's shared-memory API takes the service's key (server_arguments.py).
+        headers = other._control_headers()
         try:
             name, [output], pixels = await model_io(other, "face_recognizer")
             crops = random_input((2, 3, 112, 112), pixels, seed=3)
@@ -118,12 +122,12 @@ def test_shm_regions_are_registered_again_after_triton_forgets_them_and_freed_on
             regions = shm_files(shared.shm_prefix)
             # What a restarted Triton looks like: it knows none of the client's regions.
             for region in regions:
-                await other._client.unregister_system_shared_memory(region)
+                await other._client.unregister_system_shared_memory(region, headers=headers)
             again = (await shared.infer("face_recognizer", {name: crops}, [output]))[output]
         finally:
             await shared.close()
         try:
-            status = await other._client.get_system_shared_memory_status()
+            status = await other._client.get_system_shared_memory_status(headers=headers)
         finally:
             await other.close()
         registered = [region["name"] for region in status if region["name"] in regions]
