@@ -35,6 +35,18 @@ class Settings(BaseSettings):
     triton_backend: Literal["auto", "onnxruntime", "python"] = "auto"
     triton_startup_timeout_s: float = Field(180.0, gt=0)
     triton_request_timeout_s: float = Field(30.0, gt=0)
+    # Faults: /health and the watchdog's probes give Triton this long to answer (not the request
+    # timeout), the watchdog probes every triton_probe_interval_s, and a local Triton that has
+    # not answered its liveness probe for triton_unresponsive_s (frozen, deadlocked) is killed
+    # and restarted like one that died. While Triton is known to be down, requests get 503 at once.
+    health_timeout_s: float = Field(2.0, gt=0, le=60)
+    triton_probe_interval_s: float = Field(1.0, gt=0, le=60)
+    triton_unresponsive_s: float = Field(10.0, gt=0)
+    # The value of the header (face-triton-key) that Triton's control APIs (shared memory, model
+    # repository, trace, logging) require, HTTP and gRPC alike. Unset: the local server gets a
+    # random one per start; for an external Triton started with these restrictions (Docker/
+    # start.sh passes them when this is set), set the same value here.
+    triton_control_key: str | None = Field(None, min_length=16, pattern=r"^[A-Za-z0-9_\-]+$")
     # How inputs reach Triton: "shm" writes them into POSIX shared memory that Triton maps (only
     # for a Triton on this host sharing /dev/shm: the local one, or one in the same container),
     # "binary" sends them in the HTTP body (any Triton). "auto": shm for the local server or a
