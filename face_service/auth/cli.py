@@ -16,6 +16,7 @@ from face_service.auth.authenticator import Authenticator
 from face_service.auth.keys import NAME_PATTERN, SCOPES, server_secret
 from face_service.errors import FaceServiceError
 from face_service.gallery import AccessStore, ApiKey, AuditEntry, open_access_store
+from face_service.gallery.factory import sqlite_path
 from face_service.settings import Settings
 
 
@@ -70,6 +71,13 @@ def audit(store: AccessStore, action: str, command: str, key: ApiKey) -> None:
     )
 
 
+def database(settings: Settings) -> str:
+    """Where the keys are, for the operator to check it is the service's (no password shown)."""
+    if settings.gallery_database_url:
+        return "the PostgreSQL gallery of FACE_GALLERY_DATABASE_URL"
+    return str(sqlite_path(settings))
+
+
 def run(arguments: argparse.Namespace, settings: Settings) -> int:
     with open_access_store(settings) as store:
         authenticator = Authenticator(store, server_secret(settings), required=True)
@@ -86,8 +94,8 @@ def run(arguments: argparse.Namespace, settings: Settings) -> int:
             audit(store, "key.create", "create", key)
             say(text)
             say(
-                f"key {key.key_id} {key.name!r} ({','.join(key.scopes)}): shown only now; "
-                "send it as 'X-API-Key: <key>'",
+                f"key {key.key_id} {key.name!r} ({','.join(key.scopes)}) stored in "
+                f"{database(settings)}: shown only now; send it as 'X-API-Key: <key>'",
                 error=True,
             )
         elif arguments.command == "list":

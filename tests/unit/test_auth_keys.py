@@ -235,6 +235,7 @@ def test_the_command_line_creates_lists_and_revokes(
     text = out.strip()
     assert keys.KEY_PATTERN.match(text)
     assert "shown only now" in err
+    assert str(tmp_path / "gallery.sqlite3") in err
     assert text not in err
     assert keys_cli.main(["list", "--json"]) == 0
     [listed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

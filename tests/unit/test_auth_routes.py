@@ -262,3 +262,18 @@ def test_a_short_operator_admin_key_stops_the_start(tmp_path: Path) -> None:
     app = create_app(auth_settings(tmp_path, admin_key="short"), services=fake_services)
     with pytest.raises(ValueError, match="FACE_ADMIN_KEY must be at least 32"), TestClient(app):
         pass
+
+
+def test_the_service_listens_where_the_settings_say_loopback_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``python app.py`` (scripts/serve.sh) binds FACE_HOST, 127.0.0.1 unless told."""
+    import app
+
+    for name in ("FACE_HOST", "FACE_AUTH"):
+        monkeypatch.delenv(name, raising=False)
+    bound: dict[str, object] = {}
+    monkeypatch.setattr(app.uvicorn, "run", lambda _app, **options: bound.update(options))
+    monkeypatch.setattr(app, "get_settings", lambda: Settings(_env_file=None))
+    app.main()
+    assert bound["host"] == "127.0.0.1"

@@ -4,7 +4,7 @@ only. A new key is in the creation's answer and nowhere else."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -36,6 +36,13 @@ def authenticator(request: Request) -> Authenticator:
 
 def access_store(request: Request) -> AccessStore:
     return request.app.state.access
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time without a zone is UTC, as the log's own times are."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 @router.post(
@@ -89,12 +96,14 @@ async def audit_log(
     target: Annotated[
         str | None, Query(max_length=200, description="an id the write touched")
     ] = None,
-    since: Annotated[datetime | None, Query(description="from this time (inclusive)")] = None,
+    since: Annotated[
+        datetime | None, Query(description="from this time (inclusive; ISO 8601, UTC if no zone)")
+    ] = None,
     until: Annotated[datetime | None, Query(description="before this time")] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPagePublic:
-    where = AuditFilter(principal, action, target, since, until)
+    where = AuditFilter(principal, action, target, as_utc(since), as_utc(until))
     items, total = await asyncio.to_thread(
         access_store(request).audit_page, where, offset=offset, limit=limit
     )
