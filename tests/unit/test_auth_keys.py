@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from face_service.auth import Authenticator, auth_required, is_loopback, keys, server_secret
+from face_service.auth import (
+    Authenticator,
+    auth_required,
+    is_loopback,
+    keys,
+    log_auth_state,
+    server_secret,
+)
 from face_service.auth import cli as keys_cli
 from face_service.errors import AuthenticationError, KeyNameExistsError, KeyNotFoundError
 from face_service.gallery import AuditEntry, AuditFilter, open_access_store
@@ -263,3 +270,16 @@ def test_the_command_line_creates_lists_and_revokes(
 def test_the_command_line_is_a_declared_console_script() -> None:
     project = tomllib.loads((REPOSITORY_ROOT / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["face-service-keys"] == "face_service.auth.cli:main"
+
+
+def test_a_shared_postgres_gallery_without_a_secret_is_warned_about(
+    authenticator: Authenticator, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(
+        gallery_database_url="postgresql://db.example/gallery", host="0.0.0.0", auth="auto"
+    )
+    log_auth_state(settings, authenticator)
+    assert "every API process on this PostgreSQL gallery needs the same secret" in caplog.text
+    caplog.clear()
+    log_auth_state(settings.model_copy(update={"auth_secret": "s" * 32}), authenticator)
+    assert "same secret" not in caplog.text
