@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import face_service.auth.keys as keys
 from face_service.errors import AuthenticationError, KeyNameExistsError
-from face_service.gallery import AccessStore, ApiKey, StoredKey
+from face_service.gallery import AccessStore, ApiKey, AuditEntry, StoredKey
 from face_service.gallery.rows import utcnow
 from face_service.settings import Settings
 
@@ -158,6 +158,7 @@ class Authenticator:
         for key in self.store.list_keys():
             if key.name == ADMIN_KEY_NAME:
                 self.revoke_key(key.key_id)
+                self._audit_start("key.revoke", key)
                 logger.warning(
                     "FACE_ADMIN_KEY changed: the previous one (key %s) is revoked", key.key_id
                 )
@@ -165,8 +166,24 @@ class Authenticator:
             key = self._store(key_id, text, ADMIN_KEY_NAME, ["admin"])
         except KeyNameExistsError:  # another API process stored it just now
             return None
+        self._audit_start("key.create", key)
         logger.info("FACE_ADMIN_KEY stored (hashed) as admin key %s %r", key_id, ADMIN_KEY_NAME)
         return key
+
+    def _audit_start(self, action: str, key: ApiKey) -> None:
+        """The audit entry of a key change made at start from FACE_ADMIN_KEY."""
+        self.store.append_audit(
+            AuditEntry(
+                action=action,
+                status=0,  # not an HTTP request
+                principal="FACE_ADMIN_KEY",
+                key_id=None,
+                client="local",
+                method="START",
+                path="FACE_ADMIN_KEY",
+                targets={"key_id": key.key_id, "name": key.name},
+            )
+        )
 
 
 def log_auth_state(settings: Settings, authenticator: Authenticator) -> None:

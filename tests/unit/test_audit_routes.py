@@ -65,6 +65,7 @@ def test_every_write_is_recorded_with_who_what_which_when_where_and_status(
     page = audit(client)
     entries = list(reversed(page["items"]))  # oldest first
     assert [(e["action"], e["status"]) for e in entries] == [
+        ("key.create", 0),  # FACE_ADMIN_KEY, stored at start
         ("key.create", 201),
         ("identity.create", 201),
         ("identity.create", 201),
@@ -78,16 +79,17 @@ def test_every_write_is_recorded_with_who_what_which_when_where_and_status(
         ("identity.delete", 204),
         ("identity.delete_all", 200),
     ]
-    assert page["total"] == 12
-    assert entries[0]["principal"] == "env-admin"
-    assert {e["principal"] for e in entries[1:-1]} == {"desk"}
-    assert entries[1]["targets"] == {"identity_id": "ann", "template_ids": templates}
-    assert entries[5]["targets"] == {"identity_id": "ann", "source_id": "bob"}
-    assert entries[6]["targets"] == {"identity_id": "ann", "template_id": templates[0]}
-    assert entries[7]["targets"] == {"record_ids": [record_id]}
-    assert entries[8]["targets"] == {"record_id": record_id}
+    assert page["total"] == 13
+    assert entries[0]["principal"] == "FACE_ADMIN_KEY"
+    assert entries[1]["principal"] == "env-admin"
+    assert {e["principal"] for e in entries[2:-1]} == {"desk"}
+    assert entries[2]["targets"] == {"identity_id": "ann", "template_ids": templates}
+    assert entries[6]["targets"] == {"identity_id": "ann", "source_id": "bob"}
+    assert entries[7]["targets"] == {"identity_id": "ann", "template_id": templates[0]}
+    assert entries[8]["targets"] == {"record_ids": [record_id]}
+    assert entries[9]["targets"] == {"record_id": record_id}
     assert entries[-1]["targets"] == {"deleted": 0}
-    for entry in entries:
+    for entry in entries[1:]:
         assert entry["client"] == "testclient"  # TestClient's address
         assert started - timedelta(seconds=5) <= datetime.fromisoformat(entry["at"])
         assert entry["key_id"]
@@ -95,11 +97,12 @@ def test_every_write_is_recorded_with_who_what_which_when_where_and_status(
 
     # Filters and pages.
     assert audit(client, principal="env-admin")["total"] == 2
+    assert audit(client, principal="FACE_ADMIN_KEY")["total"] == 1
     assert [e["status"] for e in audit(client, action="identity.delete")["items"]] == [204, 404]
     assert audit(client, target="bob")["total"] == 2  # enrolled, then merged away
     assert audit(client, target="bo")["total"] == 0  # ids match whole
     assert audit(client, since=datetime.now(UTC).isoformat())["total"] == 0
-    assert audit(client, until=started.isoformat())["total"] == 1  # the key, made before
+    assert audit(client, until=started.isoformat())["total"] == 2  # the keys, made before
     second = audit(client, offset=1, limit=2)
     assert [e["seq"] for e in second["items"]] == [page["items"][1]["seq"], page["items"][2]["seq"]]
 
@@ -118,7 +121,7 @@ def test_the_audit_log_never_holds_an_embedding_or_an_image(
     assert stored["images"][0]["faces"][0]["embedding"]  # the request did carry embeddings
     with sqlite3.connect(tmp_path / "gallery.sqlite3") as conn:
         rows = conn.execute("SELECT * FROM audit_log").fetchall()
-    assert len(rows) == 3
+    assert len(rows) == 4
     text = json.dumps(rows)
     assert "embedding" not in text
     assert "crop" not in text
@@ -147,7 +150,7 @@ def test_refused_writes_are_recorded_and_keyless_ones_are_not(client: TestClient
         ("record.create", 403, "viewer"),
         ("identity.delete", 403, "viewer"),
     ]
-    assert audit(client)["total"] == 3  # and the key's creation
+    assert audit(client)["total"] == 4  # and the keys' creation
 
 
 def test_the_audit_log_is_admin_only_and_bounded(client: TestClient) -> None:
