@@ -82,7 +82,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.triton = services.triton
         app.state.pipeline = services.pipeline
         app.state.gallery = services.gallery
-        app.state.enrollment = Enrollment(services.pipeline, services.gallery)
+        app.state.enrollment = Enrollment(
+            services.pipeline,
+            services.gallery,
+            store_face_crops=settings.gallery_store_face_crops,
+        )
         app.state.identification = Identification(services.pipeline, services.gallery)
         app.state.admission = AdmissionLimiter(
             concurrency=settings.max_concurrent_requests, queue=settings.max_queued_requests

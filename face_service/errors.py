@@ -110,3 +110,9 @@ class GalleryError(FaceServiceError):
 
     status_code = 503
     retry_after_s = 5
+
+
+class FaceCropNotFoundError(FaceServiceError):
+    """A template enrolled without its face crop (kept with FACE_GALLERY_STORE_FACE_CROPS)."""
+
+    status_code = 404

@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_filename ON records (filename);
 CREATE INDEX IF NOT EXISTS records_created ON records (created_at, record_id);
+CREATE TABLE IF NOT EXISTS template_faces (
+    template_id TEXT PRIMARY KEY REFERENCES templates (template_id) ON DELETE CASCADE,
+    image BLOB NOT NULL
+);
 """
 
 # An unusable database (locked, I/O error, not a database, closed) -> GalleryError.
