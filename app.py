@@ -14,8 +14,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from face_service.api.admission import AdmissionLimiter
+from face_service.api.docs import add_docs_and_page
 from face_service.api.errors import add_error_handlers
 from face_service.api.middleware import RequestSizeLimit
+from face_service.api.openapi import build_openapi
 from face_service.api.routes import extract, faces, health, identify, identities, records
 from face_service.enrollment import Enrollment
 from face_service.errors import ModelUnavailableError
@@ -106,6 +108,8 @@ def create_app(
         ),
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings or get_settings()
     app.state.start_services = services
@@ -113,6 +117,15 @@ def create_app(
     app.add_middleware(RequestSizeLimit, max_bytes=app.state.settings.max_request_bytes)
     for router in ROUTERS:
         app.include_router(router)
+    add_docs_and_page(app)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            max_images = app.state.settings.max_images_per_request
+            app.openapi_schema = build_openapi(app, max_images=max_images)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -63,7 +63,9 @@ async def read_enrollment(
     status_code=201,
     response_model=EnrollmentPublic,
     summary="Enroll a person: one template per image (its most prominent face)",
-    openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N images of the person"),
+    openapi_extra=multipart_openapi(
+        IdentityCreateForm, "images", "1..N images of the person", name="EnrollForm"
+    ),
     dependencies=[Depends(require_multipart)],
 )
 async def enroll(
@@ -88,7 +90,7 @@ async def enroll(
     "/identities/{identity_id}/images",
     response_model=EnrollmentPublic,
     summary="Add templates to a person",
-    openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N more images"),
+    openapi_extra=multipart_openapi(None, "images", "1..N more images", name="AddImagesForm"),
     dependencies=[Depends(require_multipart)],
 )
 async def add_images(

@@ -38,9 +38,13 @@ class IdentityCreateForm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    identity_id: str | None = Field(None, pattern=IDENTITY_ID_PATTERN)
-    name: str | None = Field(None, max_length=MAX_NAME_LENGTH)
-    metadata: dict[str, Any] = Field(default_factory=dict, description="a JSON object")
+    identity_id: str | None = Field(
+        None, pattern=IDENTITY_ID_PATTERN, description="left empty: a new random id"
+    )
+    name: str | None = Field(None, max_length=MAX_NAME_LENGTH, examples=["Ada Lovelace"])
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="a JSON object", examples=[{"team": "research"}]
+    )
 
     @field_validator("metadata", mode="before")
     @classmethod
