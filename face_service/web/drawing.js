@@ -37,9 +37,11 @@ function drawFace(canvas, face, { colour = COLOURS[0], label = "", landmarks = t
     const size = Math.max(14, Math.round(canvas.width / 30));
     ctx.font = `600 ${size}px system-ui, sans-serif`;
     const width = ctx.measureText(label).width + size / 2;
-    const top = y1 - size * 1.3 >= 0 ? y1 - size * 1.3 : y2;
+    const high = size * 1.3;
+    // Above the box; inside its top when the box touches the top of the photo.
+    const top = y1 - high >= 0 ? y1 - high : Math.min(Math.max(y1, 0), canvas.height - high);
     ctx.fillStyle = colour;
-    ctx.fillRect(x1 - line / 2, top, width, size * 1.3);
+    ctx.fillRect(x1 - line / 2, top, width, high);
     ctx.fillStyle = "#000";
     ctx.fillText(label, x1 + size / 4, top + size);
   }

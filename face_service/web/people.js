@@ -158,8 +158,8 @@ byId("person-delete").addEventListener("click", async (event) => {
   if (done === undefined) return;
   byId("person").hidden = true;
   people.current = null;
+  await people.load();
   ui.status(`Deleted ${label}.`);
-  people.load();
 });
 
 byId("person-close").addEventListener("click", () => { byId("person").hidden = true; });
