@@ -6,7 +6,10 @@ what a request does)."""
 
 from __future__ import annotations
 
+import json
 import re
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -56,6 +59,16 @@ VALIDATION_EXAMPLE = {
         }
     ]
 }
+
+
+# Real answers of the service to the wheels' photos (scripts/capture_openapi_examples.py):
+# {path: {method: response body, "request-json": a JSON request body that succeeds}}.
+EXAMPLES_FILE = Path(__file__).with_name("openapi_examples.json")
+
+
+@cache
+def captured_examples() -> dict[str, dict[str, Any]]:
+    return json.loads(EXAMPLES_FILE.read_text(encoding="utf-8"))
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, object]]:
@@ -133,8 +146,9 @@ def build_openapi(app: FastAPI, *, max_images: int) -> dict[str, Any]:
         # The routes document their own 422, so FastAPI leaves its list schema out.
         schemas.setdefault(model.__name__, model.model_json_schema(ref_template=_ref("{model}")))
     forms = set(renames.values())
-    for path_item in document.get("paths", {}).values():
-        for operation in path_item.values():
+    for path, path_item in document.get("paths", {}).items():
+        for method, operation in path_item.items():
+            _add_captured_examples(operation, captured_examples().get(path, {}), method)
             form = operation.pop("x-form-schema", {})
             schemas.update(form)
             forms.update(form)
@@ -145,6 +159,19 @@ def build_openapi(app: FastAPI, *, max_images: int) -> dict[str, Any]:
     for name, schema in document["components"]["schemas"].items():
         _finish_schema(schema, max_images, form=name in forms)
     return document
+
+
+def _add_captured_examples(
+    operation: dict[str, Any], captured: dict[str, Any], method: str
+) -> None:
+    if method in captured:
+        for code in ("200", "201"):
+            content = operation.get("responses", {}).get(code, {}).get("content", {})
+            if "application/json" in content:
+                content["application/json"]["example"] = captured[method]
+    request = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if request is not None and "request-json" in captured:
+        request["example"] = captured["request-json"]
 
 
 def _document_error(code: str, response: dict[str, Any]) -> None:

@@ -10,6 +10,20 @@ from typing import Any
 import pytest
 
 from app import create_app
+from face_service.api.openapi import captured_examples
+from face_service.api.schemas.extract import ExtractJSONCreate, ExtractPublic
+from face_service.api.schemas.faces import EmbeddingPublic, SimilarityPublic
+from face_service.api.schemas.identify import (
+    EmbeddingQuery,
+    EmbeddingVerify,
+    IdentifyPublic,
+    VerifyPublic,
+)
+from face_service.api.schemas.identities import (
+    EnrollmentPublic,
+    IdentityPagePublic,
+    IdentityPublic,
+)
 from face_service.settings import Settings
 
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -140,3 +154,43 @@ def test_error_examples_are_the_service_messages(document: dict[str, Any]) -> No
         "detail": "expected multipart/form-data with image file(s), got 'application/json'"
     }
     assert "no face" in responses["422"]["content"]["application/json"]["examples"]
+
+
+RESPONSE_MODELS = {
+    ("/embedding", "post"): EmbeddingPublic,
+    ("/face-similarity", "post"): SimilarityPublic,
+    ("/extract", "post"): ExtractPublic,
+    ("/identities", "post"): EnrollmentPublic,
+    ("/identities", "get"): IdentityPagePublic,
+    ("/identities/{identity_id}", "get"): IdentityPublic,
+    ("/identify", "post"): IdentifyPublic,
+    ("/identify/embedding", "post"): IdentifyPublic,
+    ("/verify", "post"): VerifyPublic,
+    ("/verify/embedding", "post"): VerifyPublic,
+}
+REQUEST_MODELS = {
+    "/extract": ExtractJSONCreate,
+    "/identify/embedding": EmbeddingQuery,
+    "/verify/embedding": EmbeddingVerify,
+}
+
+
+@pytest.mark.parametrize(("path", "method"), sorted(RESPONSE_MODELS))
+def test_response_examples_are_captured_answers(
+    document: dict[str, Any], path: str, method: str
+) -> None:
+    responses = document["paths"][path][method]["responses"]
+    [content] = [r["content"]["application/json"] for c, r in responses.items() if c < "300"]
+    example = content["example"]
+    assert example == captured_examples()[path][method]
+    # Whole answers of the service: every field the model has, parsed back without loss.
+    model = RESPONSE_MODELS[path, method]
+    assert model.model_validate(example).model_dump(mode="json") == example
+
+
+@pytest.mark.parametrize("path", sorted(REQUEST_MODELS))
+def test_json_request_examples_are_valid_requests(document: dict[str, Any], path: str) -> None:
+    body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    REQUEST_MODELS[path].model_validate(body["example"])
+    if "embedding" in body["example"]:
+        assert len(body["example"]["embedding"]) == 512  # a real embedding: it executes

@@ -67,7 +67,7 @@ class IdentityCreateForm(BaseModel):
 class IdentityUpdate(BaseModel):
     """PATCH /identities/{id}: the fields given are changed; ``name: null`` clears the name."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Ada"}]})
 
     name: str | None = Field(None, max_length=MAX_NAME_LENGTH)
     metadata: dict[str, Any] | None = None
@@ -84,7 +84,9 @@ class IdentityUpdate(BaseModel):
 
 
 class MergeCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"source_id": "yao-ming"}]}
+    )
 
     source_id: str = Field(pattern=IDENTITY_ID_PATTERN)
 
