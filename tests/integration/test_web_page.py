@@ -5,6 +5,7 @@ asserted on what the page shows. Screenshots are saved under the test's tmp dir.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from pathlib import Path
@@ -56,6 +57,22 @@ def compare(page: Page, first: Path, second: Path) -> str:
     return page.inner_text("#compare-decision")
 
 
+def drop_file(page: Page, zone: str, path: Path) -> None:
+    """Drags ``path`` onto the drop zone, as a person dropping a photo from their files."""
+    page.evaluate(
+        """([zone, name, data]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            const target = document.querySelector(zone);
+            const event = { dataTransfer: transfer, bubbles: true };
+            target.dispatchEvent(new DragEvent("dragover", event));
+            target.dispatchEvent(new DragEvent("drop", event));
+        }""",
+        [zone, path.name, base64.b64encode(path.read_bytes()).decode()],
+    )
+
+
 def test_compare_two_photos(
     service: ServiceProcess, photos: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -71,6 +88,14 @@ def test_compare_two_photos(
         assert compare(page, photos["hanks"], photos["yao"]) == "Different people"
         assert float(page.inner_text("#compare-similarity")) < 0.2
         browsing.screenshot("compare-different")
+        # Dropped instead of picked, and submitted from the keyboard.
+        drop_file(page, '[data-input="compare-b"]', photos["hanks_second"])
+        assert page.evaluate("document.getElementById('compare-b').files[0].name") == (
+            "hanks_second.jpg"
+        )
+        page.focus("#compare-threshold")
+        page.keyboard.press("Enter")
+        page.locator("#compare-decision", has_text="Same person").wait_for()
         # Not an image: the API's 415/400 becomes a sentence, nothing else changes.
         page.set_input_files("#compare-b", str(photos["text"]))
         page.get_by_role("button", name="Compare", exact=True).click()
@@ -129,13 +154,27 @@ def test_enroll_identify_and_delete(
         assert page.inner_text("#identify-summary").startswith("2 face(s), 1 recognised")
         browsing.screenshot("identify")
 
+        # Merge: another person's photos move to this one, the other is gone.
+        other = f"web-other-{suffix}"
+        enrolled = httpx.post(
+            f"{service.url}/identities",
+            files=[("images", ("yao.jpg", photos["yao"].read_bytes(), "image/jpeg"))],
+            data={"identity_id": other, "name": f"Yao {suffix}"},
+            timeout=60,
+        )
+        assert enrolled.status_code == 201
         open_tab(page, "People")
         page.get_by_role("button", name=f"Open {name}").click()
+        page.get_by_label("Merge into this person the person with id").fill(other)
+        page.get_by_role("button", name="Merge", exact=True).click()
+        page.wait_for_function("document.querySelectorAll('#person-templates li').length === 3")
+        assert httpx.get(f"{service.url}/identities/{other}").status_code == 404
+
         page.get_by_label("New name").fill(f"Thomas Hanks {suffix}")
         page.get_by_role("button", name="Rename").click()
         page.locator("#person-title", has_text=f"Thomas Hanks {suffix}").wait_for()
         page.get_by_role("button", name="Delete photo hanks_second.jpg").click()
-        page.wait_for_function("document.querySelectorAll('#person-templates li').length === 1")
+        page.wait_for_function("document.querySelectorAll('#person-templates li').length === 2")
         page.get_by_role("button", name="Delete this person").click()
         page.get_by_text(f"Deleted Thomas Hanks {suffix}.").wait_for()
         assert page.is_hidden("#person")
@@ -149,8 +188,13 @@ def test_find_faces_draws_and_crops(
     with browse(service.url, tmp_path, width=390, height=844) as browsing:  # a phone's width
         page = browsing.page
         page.goto(f"{service.url}/")
-        open_tab(page, "Find faces")
+        # The tabs follow the keyboard: focus one, arrow to the next.
+        page.get_by_role("tab", name="Compare").focus()
+        page.keyboard.press("ArrowRight")
+        assert page.get_by_role("tab", name="Find faces").get_attribute("aria-selected") == "true"
+        assert page.is_visible("#find-form")
         page.set_input_files("#find-image", str(wheel_photos()["gdp"]))
+        page.get_by_label("Save a detection record (Records)").check()
         page.get_by_role("button", name="Find faces", exact=True).click()
         page.locator("#find-count").filter(has_text="found").wait_for()
         assert page.inner_text("#find-count") == "5 faces found"
@@ -158,6 +202,20 @@ def test_find_faces_draws_and_crops(
         # Nothing wider than the phone: no sideways scrolling.
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         browsing.screenshot("find-faces-phone")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        open_tab(page, "Records")
+        page.get_by_label("File name contains").fill("gdp.jpg")
+        page.get_by_role("button", name="Search", exact=True).last.click()
+        row = page.locator("#records-list tr", has_text="gdp.jpg").first
+        row.wait_for()
+        assert row.locator("td").nth(2).inner_text() == "5"
+        before = page.locator("#records-list tr").count()
+        browsing.screenshot("records-phone")
+        row.get_by_role("button", name="Delete record gdp.jpg").click()
+        page.wait_for_function(
+            f"document.querySelectorAll('#records-list tr').length === {before - 1}"
+        )
 
 
 def test_a_401_asks_for_a_key_and_sends_it(service: ServiceProcess, tmp_path: Path) -> None:
