@@ -201,6 +201,13 @@ $("identify-form").addEventListener("submit", async (event) => {
 const RECORDS_PAGE = 20;
 let recordsOffset = 0;
 
+// data-label: the column's name, shown beside each value where the table is a list (phones).
+function cell(label, text) {
+  const td = ui.el("td", { textContent: text });
+  td.dataset.label = label;
+  return td;
+}
+
 async function loadRecords() {
   const name = $("records-filename").value.trim();
   const query = new URLSearchParams({ offset: recordsOffset, limit: RECORDS_PAGE });
@@ -218,10 +225,10 @@ async function loadRecords() {
       if (done !== undefined) loadRecords();
     });
     return ui.el("tr", {},
-      ui.el("td", { textContent: record.filename }),
-      ui.el("td", { textContent: `${record.width}×${record.height}` }),
-      ui.el("td", { textContent: String(record.faces.length) }),
-      ui.el("td", { textContent: new Date(record.created_at).toLocaleString() }),
+      cell("File", record.filename),
+      cell("Size", `${record.width}×${record.height}`),
+      cell("Faces", String(record.faces.length)),
+      cell("Saved", new Date(record.created_at).toLocaleString()),
       ui.el("td", {}, remove));
   });
   $("records-list").replaceChildren(...rows);

@@ -37,6 +37,9 @@ def test_swagger_ui_works_offline_and_try_it_out_embeds(
         assert threshold.input_value() == ""  # not -1: that would match two strangers
         assert page.locator(f'{ENROLL} input[placeholder="identity_id"]').input_value() == ""
         assert page.locator(f"{SIMILARITY} input[type=file]").count() == 2
+        # Repeated files: a file picker per item, and more items on request.
+        page.click(f"{ENROLL} .json-schema-form-item-add")
+        assert page.locator(f"{ENROLL} input[type=file]").count() >= 1
 
         page.click(f"{EMBEDDING} .opblock-summary")
         page.click(f"{EMBEDDING} .try-out__btn")

@@ -209,7 +209,9 @@ def test_find_faces_draws_and_crops(
         page.get_by_role("button", name="Search", exact=True).last.click()
         row = page.locator("#records-list tr", has_text="gdp.jpg").first
         row.wait_for()
-        assert row.locator("td").nth(2).inner_text() == "5"
+        faces = row.locator("td").nth(2)
+        assert faces.inner_text() == "5"
+        assert faces.get_attribute("data-label") == "Faces"  # shown beside it on a phone
         before = page.locator("#records-list tr").count()
         browsing.screenshot("records-phone")
         row.get_by_role("button", name="Delete record gdp.jpg").click()
