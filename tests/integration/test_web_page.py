@@ -249,3 +249,45 @@ def test_a_401_asks_for_a_key_and_sends_it(service: ServiceProcess, tmp_path: Pa
         browsing.screenshot("api-key")
     assert sent[0] is None
     assert sent[-1] == "test-key"
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "headers", "message"),
+    [
+        (413, "'image_a' has 60000000 bytes; the limit is 20000000", {}, "Too large: 'image_a'"),
+        (415, "'image_b' has content type 'text/plain'; send an image", {}, "Not an image:"),
+        (422, "no face found in 'image_a'", {}, "No usable face: no face found in 'image_a'"),
+        (
+            422,
+            [{"loc": ["body", "threshold"], "msg": "Input should be less than or equal to 1"}],
+            {},
+            "Please check the input: threshold: Input should be less than or equal to 1",
+        ),
+        (503, "the service is busy", {"Retry-After": "2"}, "busy or starting up: try again in 2"),
+        (403, "this key lacks the write scope", {}, "not allowed to do this"),
+    ],
+)
+def test_api_errors_become_clear_messages(
+    service: ServiceProcess,
+    photos: dict[str, Path],
+    tmp_path: Path,
+    status: int,
+    detail: object,
+    headers: dict[str, str],
+    message: str,
+) -> None:
+    """Each error answer the API gives (here played back at the page) reads as a sentence."""
+    with browse(service.url, tmp_path) as browsing:
+        page = browsing.page
+        page.route(
+            "**/face-similarity",
+            lambda route: route.fulfill(status=status, json={"detail": detail}, headers=headers),
+        )
+        page.goto(f"{service.url}/")
+        page.set_input_files("#compare-a", str(photos["hanks"]))
+        page.set_input_files("#compare-b", str(photos["yao"]))
+        page.get_by_role("button", name="Compare", exact=True).click()
+        alert = page.get_by_role("alert")
+        alert.wait_for()
+        assert message in alert.inner_text()
+        assert page.get_by_role("button", name="Compare", exact=True).is_enabled()
