@@ -15,8 +15,10 @@ from fastapi import FastAPI
 
 from face_service.api.admission import AdmissionLimiter
 from face_service.api.audit import AuditTrail
+from face_service.api.docs import add_docs_and_page
 from face_service.api.errors import add_error_handlers
 from face_service.api.middleware import RequestSizeLimit
+from face_service.api.openapi import build_openapi
 from face_service.api.routes import access, extract, faces, health, identify, identities, records
 from face_service.auth import Authenticator, auth_required, log_auth_state, server_secret
 from face_service.enrollment import Enrollment
@@ -104,7 +106,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.triton = services.triton
         app.state.pipeline = services.pipeline
         app.state.gallery = services.gallery
-        app.state.enrollment = Enrollment(services.pipeline, services.gallery)
+        app.state.enrollment = Enrollment(
+            services.pipeline,
+            services.gallery,
+            store_face_crops=settings.gallery_store_face_crops,
+        )
         app.state.identification = Identification(services.pipeline, services.gallery)
         app.state.admission = AdmissionLimiter(
             concurrency=settings.max_concurrent_requests, queue=settings.max_queued_requests
@@ -127,6 +133,8 @@ def create_app(
         ),
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings or get_settings()
     app.state.start_services = services
@@ -136,6 +144,15 @@ def create_app(
     app.add_middleware(RequestSizeLimit, max_bytes=app.state.settings.max_request_bytes)
     for router in ROUTERS:
         app.include_router(router)
+    add_docs_and_page(app)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            max_images = app.state.settings.max_images_per_request
+            app.openapi_schema = build_openapi(app, max_images=max_images)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

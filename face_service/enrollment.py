@@ -14,6 +14,7 @@ from face_service.analysis import AnalyzedImage, ImageInput
 from face_service.errors import InvalidImageError, NoUsableFaceError
 from face_service.faces import Face, prominence
 from face_service.gallery import Gallery, Identity
+from face_service.imaging import encode_jpeg
 from pipeline import FacePipeline
 
 # An enrollment image is ambiguous - whose template would it be? - when a runner-up face is
@@ -21,6 +22,8 @@ from pipeline import FacePipeline
 # fraction of the image diagonal).
 AMBIGUOUS_AREA_RATIO = 0.8
 CLEARLY_OFF_CENTRE = 0.1
+# The stored face crop is a thumbnail: 112x112 at quality 85 is about 4 KB.
+FACE_CROP_JPEG_QUALITY = 85
 
 
 @dataclass
@@ -30,6 +33,7 @@ class EnrollmentImage:
     face: Face | None = None
     reason: str | None = None  # why the image was skipped
     template_id: str | None = None
+    face_crop: bytes | None = None  # the aligned face as JPEG, when crops are stored
 
 
 def choose_enrollment_face(faces: Sequence[Face], width: int, height: int) -> Face:
@@ -62,23 +66,38 @@ def subject_face(image: AnalyzedImage) -> list[Face]:
 
 
 class Enrollment:
-    def __init__(self, pipeline: FacePipeline, gallery: Gallery) -> None:
+    def __init__(
+        self, pipeline: FacePipeline, gallery: Gallery, *, store_face_crops: bool = False
+    ) -> None:
         self.pipeline = pipeline
         self.gallery = gallery
+        self.store_face_crops = store_face_crops
 
     async def enrollment_faces(
         self, images: Sequence[ImageInput], filenames: Sequence[str | None]
     ) -> list[EnrollmentImage]:
         """One embedded face per usable image; the others with the reason they were skipped."""
-        analyzed, _ = await self.pipeline.analyze(images, choose=subject_face)
+        options = self.pipeline.options(return_face_crops=self.store_face_crops)
+        analyzed, _ = await self.pipeline.analyze(images, options, choose=subject_face)
+        crops = await asyncio.to_thread(
+            lambda: [
+                encode_jpeg(image.crops[0], quality=FACE_CROP_JPEG_QUALITY)
+                if image.error is None and image.crops
+                else None
+                for image in analyzed
+            ]
+        )
         return [
             EnrollmentImage(
                 index,
                 filename,
                 face=image.faces[0] if image.error is None else None,
                 reason=None if image.error is None else str(image.error),
+                face_crop=crop,
             )
-            for index, (image, filename) in enumerate(zip(analyzed, filenames, strict=True))
+            for index, (image, filename, crop) in enumerate(
+                zip(analyzed, filenames, crops, strict=True)
+            )
         ]
 
     async def enroll(
@@ -99,6 +118,7 @@ class Enrollment:
             metadata=metadata,
             embeddings=np.stack([r.face.embedding for r in usable]),
             sources=[r.filename for r in usable],
+            face_crops=[r.face_crop for r in usable],
         )
         self._assign_templates(usable, identity, already=set())
         return identity, reports
@@ -118,6 +138,7 @@ class Enrollment:
             identity_id=identity_id,
             embeddings=np.stack([r.face.embedding for r in usable]),
             sources=[r.filename for r in usable],
+            face_crops=[r.face_crop for r in usable],
         )
         self._assign_templates(usable, identity, already={t.template_id for t in before.templates})
         return identity, reports

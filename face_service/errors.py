@@ -156,3 +156,9 @@ class KeyNameExistsError(FaceServiceError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"an active API key is named {name!r} already")
+
+
+class FaceCropNotFoundError(FaceServiceError):
+    """A template enrolled without its face crop (kept with FACE_GALLERY_STORE_FACE_CROPS)."""
+
+    status_code = 404

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     # Threads of the embedded gallery's exact scan; 0 = one per core (the scan is bound by
     # memory bandwidth, which one core does not saturate).
     gallery_search_threads: int = Field(0, ge=0)
+    # Each enrolled template's aligned face crop (112x112 JPEG, about 4 KB) kept beside it for
+    # the thumbnails of the web page (GET /identities/{id}/templates/{template_id}/image).
+    gallery_store_face_crops: bool = True
 
     def intra_op_threads(self) -> int:
         """Threads each onnxruntime session may use: the machine's cores shared by the instances."""

@@ -42,4 +42,14 @@ if [ ! -f "$project_stamp" ]; then
   touch "$project_stamp"
 fi
 
+# The browser tests (tests/integration/test_web_*.py) drive Debian's chromium: no browser
+# download of Playwright's own, which a machine without internet could not fetch.
+if [ "${1:-}" = "--dev" ] && [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    echo "setup.sh: the browser tests need chromium: sudo apt-get install -y chromium" >&2
+  fi
+fi
+
 "$VENV/bin/python" extract_insightface_models.py ${FACE_MODEL_PACK:+--pack "$FACE_MODEL_PACK"}

@@ -42,6 +42,11 @@ from face_service.gallery.types import (
 __all__ = ["Gallery"]
 
 
+def _check_face_crops(face_crops: Sequence[bytes | None] | None, count: int) -> None:
+    if face_crops is not None and len(face_crops) != count:
+        raise ValueError(f"{len(face_crops)} face crops for {count} templates")
+
+
 class Gallery(ABC):
     """What the API needs from a gallery backend. Identity and template ids are strings; the
     gallery generates ids (uuid4 hex) where none is given. Errors are errors.py's
@@ -70,10 +75,13 @@ class Gallery(ABC):
         metadata: dict[str, Any],
         embeddings: np.ndarray,
         sources: Sequence[str | None],
+        face_crops: Sequence[bytes | None] | None = None,
     ) -> Identity:
         """One transaction: the identity and one template per row of ``embeddings`` (n x dim;
-        n may be 0). IdentityExistsError (nothing written) when the id is taken."""
+        n may be 0). IdentityExistsError (nothing written) when the id is taken. ``face_crops``:
+        each template's face as a small JPEG (or None), stored after (see save_face_crops)."""
         rows = as_unit_rows(embeddings, self.dimension)
+        _check_face_crops(face_crops, len(rows))
         now = utcnow()
         identity = Identity(
             new_id() if identity_id is None else identity_id,
@@ -84,16 +92,43 @@ class Gallery(ABC):
             self._new_templates(sources, len(rows), now),
         )
         self._insert_identity(identity, rows)
+        self.save_face_crops(identity.templates, face_crops)
         return identity
 
     def add_templates(
-        self, *, identity_id: str, embeddings: np.ndarray, sources: Sequence[str | None]
+        self,
+        *,
+        identity_id: str,
+        embeddings: np.ndarray,
+        sources: Sequence[str | None],
+        face_crops: Sequence[bytes | None] | None = None,
     ) -> Identity:
-        """One transaction: one new template per row; returns the identity, new templates last."""
+        """One transaction: one new template per row; returns the identity, new templates last.
+        ``face_crops`` as for :meth:`create_identity`."""
         rows = as_unit_rows(embeddings, self.dimension)
+        _check_face_crops(face_crops, len(rows))
         now = utcnow()
         templates = self._new_templates(sources, len(rows), now)
-        return self._insert_templates(identity_id, templates, rows, now)
+        identity = self._insert_templates(identity_id, templates, rows, now)
+        self.save_face_crops(templates, face_crops)
+        return identity
+
+    def save_face_crops(
+        self, templates: Sequence[Template], face_crops: Sequence[bytes | None] | None
+    ) -> None:
+        """Stores each template's face crop (thumbnails only: a transaction of its own after
+        the templates', so a crash between leaves a template without one, never the reverse)."""
+        if face_crops is None:
+            return
+        _check_face_crops(face_crops, len(templates))
+        pairs = [(t.template_id, c) for t, c in zip(templates, face_crops, strict=True) if c]
+        if pairs:
+            self._write_face_crops(pairs)
+
+    @abstractmethod
+    def face_crop(self, *, identity_id: str, template_id: str) -> bytes | None:
+        """The template's stored face crop (JPEG); None when it has none. TemplateNotFoundError
+        when the identity has no such template."""
 
     @abstractmethod
     def delete_template(self, *, identity_id: str, template_id: str) -> Identity:
@@ -232,6 +267,9 @@ class Gallery(ABC):
     def _insert_templates(
         self, identity_id: str, templates: list[Template], rows: np.ndarray, now: datetime
     ) -> Identity: ...
+
+    @abstractmethod
+    def _write_face_crops(self, crops: list[tuple[str, bytes]]) -> None: ...
 
     @abstractmethod
     def _update_identity(

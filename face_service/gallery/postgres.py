@@ -276,6 +276,15 @@ class PostgresGallery(Gallery):
         return self._write(work)
 
     @postgres_errors
+    def _write_face_crops(self, crops: list[tuple[str, bytes]]) -> None:
+        self._write(lambda conn: SQL.save_face_crops(conn, crops))
+
+    @postgres_errors
+    def face_crop(self, *, identity_id: str, template_id: str) -> bytes | None:
+        with self._transaction() as conn:
+            return SQL.face_crop(conn, identity_id, template_id)
+
+    @postgres_errors
     def get_identity(self, *, identity_id: str) -> Identity:
         with self._transaction() as conn:
             return SQL.get_identity(conn, identity_id)
@@ -305,7 +314,7 @@ class PostgresGallery(Gallery):
             # also empties the HNSW indexes at once.
             conn.execute("LOCK TABLE identities, templates IN ACCESS EXCLUSIVE MODE")
             (deleted,) = conn.execute("SELECT count(*) FROM identities").fetchone()
-            conn.execute("TRUNCATE templates, identities")
+            conn.execute("TRUNCATE template_faces, templates, identities")
             return deleted
 
         deleted = self._write(work)

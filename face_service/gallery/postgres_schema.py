@@ -33,6 +33,12 @@ _LOCK_KEY = 0x6761_6C6C  # advisory lock: one schema creation at a time
 _TEMPLATE_INDEX = "templates_embedding_hnsw"
 _CENTROID_INDEX = "identities_centroid_hnsw"
 
+# Each template's aligned face crop (a small JPEG) for thumbnails, when enrollment keeps them
+# (FACE_GALLERY_STORE_FACE_CROPS); gone with its template.
+TEMPLATE_FACES_TABLE = """CREATE TABLE IF NOT EXISTS template_faces (
+    template_id text PRIMARY KEY REFERENCES templates (template_id) ON DELETE CASCADE,
+    image bytea NOT NULL)"""
+
 # An unreachable or unusable database (and a closed pool) -> GalleryError.
 postgres_errors = DatabaseErrors((psycopg.OperationalError, psycopg.InterfaceError))
 
@@ -157,6 +163,7 @@ def create_schema(conn: psycopg.Connection, *, dimension: int, partitions: int, 
                 created_at timestamptz NOT NULL)""",
             "CREATE INDEX IF NOT EXISTS records_filename ON records (filename)",
             "CREATE INDEX IF NOT EXISTS records_created ON records (created_at, record_id)",
+            TEMPLATE_FACES_TABLE,
             index,
         ):
             conn.execute(statement)

@@ -1,9 +1,10 @@
 """The SQL both backends run alike: an identity read with its templates, a page of identities,
-an identity's name and metadata updated, and the detection records written, found, read and
-deleted. Written once over a DB-API connection (sqlite3's or psycopg's: both ``execute`` a
-statement and give a cursor) in a :class:`Dialect` that says how each database spells
-parameters, case-insensitive search, lists, JSON and times. The backends keep what differs:
-connections, transactions and locks, templates and search."""
+an identity's name and metadata updated, templates' face crops stored and read, and the
+detection records written, found, read and deleted. Written once over a DB-API connection
+(sqlite3's or psycopg's: both ``execute`` a statement and give a cursor) in a :class:`Dialect`
+that says how each database spells parameters, case-insensitive search, lists, JSON and
+times. The backends keep what differs: connections, transactions and locks, templates and
+search."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from face_service.errors import IdentityNotFoundError
+from face_service.errors import IdentityNotFoundError, TemplateNotFoundError
 from face_service.gallery.rows import faces_from_json, faces_to_json
 from face_service.gallery.types import Identity, Record, Template
 
@@ -51,6 +52,25 @@ class Dialect:
         ):
             found[identity_id].append(Template(template_id, source, self.decode_time(created_at)))
         return found
+
+    def save_face_crops(self, conn: Connection, crops: list[tuple[str, bytes]]) -> None:
+        """(template id, JPEG) pairs; a template deleted meanwhile is passed over."""
+        for template_id, image in crops:
+            conn.execute(
+                "INSERT INTO template_faces (template_id, image) SELECT template_id, "
+                f"{self.mark} FROM templates WHERE template_id = {self.mark}",
+                (image, template_id),
+            )
+
+    def face_crop(self, conn: Connection, identity_id: str, template_id: str) -> bytes | None:
+        row = conn.execute(
+            "SELECT f.image FROM templates t LEFT JOIN template_faces f USING (template_id) "
+            f"WHERE t.template_id = {self.mark} AND t.identity_id = {self.mark}",
+            (template_id, identity_id),
+        ).fetchone()
+        if row is None:
+            raise TemplateNotFoundError(identity_id, template_id)
+        return None if row[0] is None else bytes(row[0])
 
     def get_identity(self, conn: Connection, identity_id: str) -> Identity:
         row = conn.execute(

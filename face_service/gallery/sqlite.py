@@ -255,6 +255,16 @@ class SQLiteGallery(Gallery):
             return SQL.get_identity(conn, identity_id)
 
     @sqlite_errors
+    def _write_face_crops(self, crops: list[tuple[str, bytes]]) -> None:
+        with self._open() as conn, self._transaction():
+            SQL.save_face_crops(conn, crops)
+
+    @sqlite_errors
+    def face_crop(self, *, identity_id: str, template_id: str) -> bytes | None:
+        with self._open() as conn:
+            return SQL.face_crop(conn, identity_id, template_id)
+
+    @sqlite_errors
     def get_identity(self, *, identity_id: str) -> Identity:
         with self._open() as conn:
             return SQL.get_identity(conn, identity_id)

@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_action ON audit_log (action, seq);
 CREATE INDEX IF NOT EXISTS audit_principal ON audit_log (principal, seq);
 CREATE INDEX IF NOT EXISTS audit_at ON audit_log (at);
+CREATE TABLE IF NOT EXISTS template_faces (
+    template_id TEXT PRIMARY KEY REFERENCES templates (template_id) ON DELETE CASCADE,
+    image BLOB NOT NULL
+);
 """
 
 # An unusable database (locked, I/O error, not a database, closed) -> GalleryError.

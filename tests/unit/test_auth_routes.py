@@ -18,7 +18,17 @@ from face_service.settings import Settings
 from tests.fakes import EMBEDDING_WIDTH, fake_services, png
 
 ADMIN_KEY = "operator-admin-key-for-the-tests-0123456789"
-OPEN_PATHS = {"/health", "/health/live", "/docs", "/redoc", "/openapi.json"}
+# Open without a key (no biometric data): probes, the docs and the web page with their assets
+# (static mounts are not APIRoutes and need no entry).
+OPEN_PATHS = {
+    "/health",
+    "/health/live",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/",
+    "/static/redoc/redoc.standalone.js",
+}
 EMBEDDING = [1.0] + [0.0] * (EMBEDDING_WIDTH - 1)
 
 

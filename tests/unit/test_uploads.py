@@ -69,8 +69,12 @@ def test_options_from_form_strings_and_their_errors() -> None:
 def test_multipart_openapi_documents_the_files_and_the_options() -> None:
     from face_service.api.openapi import multipart_openapi
 
-    body = multipart_openapi(AnalysisOptions, "images", "images, repeated")["requestBody"]
-    schema = body["content"]["multipart/form-data"]["schema"]
+    extra = multipart_openapi(AnalysisOptions, "images", "images, repeated", name="TestForm")
+    body = extra["requestBody"]
+    assert body["content"]["multipart/form-data"]["schema"] == {
+        "$ref": "#/components/schemas/TestForm"
+    }
+    schema = extra["x-form-schema"]["TestForm"]
     assert schema["required"] == ["images"]
     assert schema["properties"]["images"]["items"] == {"type": "string", "format": "binary"}
     assert "limit_faces" in schema["properties"]

@@ -44,10 +44,15 @@ router = APIRouter(
     dependencies=[require_scope("read")],
 )
 
+# Options /draw accepts but that change nothing in its picture: not documented there.
+DRAW_IGNORES = frozenset(
+    {"return_embedding", "return_landmarks", "return_face_crops", "embed_only"}
+)
+
 
 def extract_openapi() -> dict:
     """/extract reads multipart forms and JSON bodies itself: both documented."""
-    extra = multipart_openapi(ExtractCreate, "images", "images, repeated")
+    extra = multipart_openapi(ExtractCreate, "images", "images, repeated", name="ExtractForm")
     content = extra["requestBody"]["content"]
     content["application/json"] = {"schema": ExtractJSONCreate.model_json_schema()}
     return extra
@@ -114,7 +119,14 @@ async def extract(
         200: {"content": {"image/jpeg": {}}, "description": "the image with the faces drawn"}
     },
     summary="The image as JPEG with every face's box, score and landmarks drawn",
-    openapi_extra=multipart_openapi(DrawOptionsCreate, "image", "one image"),
+    openapi_extra=multipart_openapi(
+        DrawOptionsCreate,
+        "image",
+        "one image",
+        single=True,
+        name="DrawForm",
+        exclude=DRAW_IGNORES,
+    ),
     dependencies=[Depends(require_multipart)],
 )
 async def draw(

@@ -24,7 +24,7 @@ from face_service.api.schemas.identities import (
 )
 from face_service.api.uploads import read_multipart, require_multipart, validation_error
 from face_service.enrollment import EnrollmentImage
-from face_service.errors import ConfirmationRequiredError
+from face_service.errors import ConfirmationRequiredError, FaceCropNotFoundError
 from face_service.gallery import UNSET, Identity
 from face_service.settings import Settings
 
@@ -68,7 +68,9 @@ async def read_enrollment(
     status_code=201,
     response_model=EnrollmentPublic,
     summary="Enroll a person: one template per image (its most prominent face)",
-    openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N images of the person"),
+    openapi_extra=multipart_openapi(
+        IdentityCreateForm, "images", "1..N images of the person", name="EnrollForm"
+    ),
     dependencies=[require_scope("write", audit="identity.create"), Depends(require_multipart)],
 )
 async def enroll(
@@ -98,7 +100,7 @@ def template_ids(reports: list[EnrollmentImage]) -> list[str]:
     "/identities/{identity_id}/images",
     response_model=EnrollmentPublic,
     summary="Add templates to a person",
-    openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N more images"),
+    openapi_extra=multipart_openapi(None, "images", "1..N more images", name="AddImagesForm"),
     dependencies=[require_scope("write", audit="identity.add_images"), Depends(require_multipart)],
 )
 async def add_images(
@@ -132,6 +134,25 @@ async def delete_template(
         gallery.delete_template, identity_id=identity_id, template_id=template_id
     )
     return IdentityPublic.from_identity(identity)
+
+
+@router.get(
+    "/identities/{identity_id}/templates/{template_id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the aligned face, 112x112"}},
+    summary="The face crop a template was made from (when FACE_GALLERY_STORE_FACE_CROPS was on)",
+    dependencies=[require_scope("read")],
+)
+async def template_image(identity_id: str, template_id: str, gallery: GalleryDep) -> Response:
+    image = await asyncio.to_thread(
+        gallery.face_crop, identity_id=identity_id, template_id=template_id
+    )
+    if image is None:
+        raise FaceCropNotFoundError(f"template {template_id!r} has no stored face crop")
+    # Ids are never reused: a template's crop never changes.
+    return Response(
+        image, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+    )
 
 
 @router.patch(

@@ -1,9 +1,24 @@
-"""The body of every error answer."""
+"""The bodies of error answers: ours carry a text, FastAPI's validation errors a list."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import BaseModel, Field
 
 
 class ErrorPublic(BaseModel):
     detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int] = Field(description='where: e.g. ["body", "threshold"]')
+    msg: str
+    type: str
+    input: Any = Field(None, description="the value given (shortened), when there was one")
+
+
+class ValidationErrorPublic(BaseModel):
+    """FastAPI's 422 for a field that fails validation: one entry per error."""
+
+    detail: list[ValidationErrorItem]

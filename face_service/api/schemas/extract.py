@@ -30,12 +30,7 @@ class ExtractCreate(AnalysisOptions, ExtractStoreOptions):
 
 
 class ExtractJSONCreate(ExtractCreate):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"images": {"data": ["/9j/4AAQSkZJRg..."]}, "limit_faces": 5}]
-        },
-    )
+    model_config = ConfigDict(extra="forbid")
 
     images: Base64Images
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from face_service.faces import Face
 
@@ -23,22 +23,10 @@ class FacePublic(BaseModel):
         )
 
 
-_FACE_EXAMPLE = {
-    "bbox": [71.5, 73.3, 177.0, 212.0],
-    "det_score": 0.8731,
-    "landmarks": [[99.6, 129.7], [148.2, 128.8], [124.9, 158.6], [104.3, 183.5], [145.1, 182.9]],
-}
+# Response examples are real answers, captured into the OpenAPI document (api/openapi.py).
 
 
 class EmbeddingPublic(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"embedding": [0.0249, -0.0457, "..."], "face": _FACE_EXAMPLE, "faces_detected": 1}
-            ]
-        }
-    )
-
     embedding: list[float] = Field(
         description="L2-normalised ArcFace embedding of the most prominent face"
     )
@@ -47,20 +35,6 @@ class EmbeddingPublic(BaseModel):
 
 
 class SimilarityPublic(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "similarity": 0.71,
-                    "same_person": True,
-                    "threshold": 0.3,
-                    "face_a": _FACE_EXAMPLE,
-                    "face_b": _FACE_EXAMPLE,
-                }
-            ]
-        }
-    )
-
     similarity: float = Field(
         ge=-1, le=1, description="cosine similarity of the two faces' embeddings"
     )

@@ -38,9 +38,13 @@ class IdentityCreateForm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    identity_id: str | None = Field(None, pattern=IDENTITY_ID_PATTERN)
-    name: str | None = Field(None, max_length=MAX_NAME_LENGTH)
-    metadata: dict[str, Any] = Field(default_factory=dict, description="a JSON object")
+    identity_id: str | None = Field(
+        None, pattern=IDENTITY_ID_PATTERN, description="left empty: a new random id"
+    )
+    name: str | None = Field(None, max_length=MAX_NAME_LENGTH, examples=["Ada Lovelace"])
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="a JSON object", examples=[{"team": "research"}]
+    )
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -63,7 +67,7 @@ class IdentityCreateForm(BaseModel):
 class IdentityUpdate(BaseModel):
     """PATCH /identities/{id}: the fields given are changed; ``name: null`` clears the name."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "Ada"}]})
 
     name: str | None = Field(None, max_length=MAX_NAME_LENGTH)
     metadata: dict[str, Any] | None = None
@@ -80,7 +84,9 @@ class IdentityUpdate(BaseModel):
 
 
 class MergeCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"source_id": "yao-ming"}]}
+    )
 
     source_id: str = Field(pattern=IDENTITY_ID_PATTERN)
 
