@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from face_service.analysis import ImageInput, settings_context
+from face_service.api.json_limits import JSONLimitError, format_path, parse_json
 from face_service.api.schemas.extract import ExtractJSONCreate
 from face_service.errors import (
     ImageTooLargeError,
@@ -107,7 +108,9 @@ async def read_extract_json(
 ) -> tuple[list[ImageInput], ExtractJSONCreate]:
     body = await request.body()
     try:
-        document = await asyncio.to_thread(json.loads, body)
+        document = await asyncio.to_thread(parse_json, body)
+    except JSONLimitError as error:
+        raise validation_error(format_path(error.path) or "body", str(error)) from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidImageError(f"the body is not valid JSON: {error}") from error
     if not isinstance(document, dict):

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from face_service.analysis import AnalyzedImage, ImageInput
 from face_service.api.deps import AdmissionDep, GalleryDep, PipelineDep, SettingsDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import UPLOAD_ERRORS, multipart_openapi
 from face_service.api.schemas.extract import (
     DrawOptionsCreate,
@@ -37,7 +38,7 @@ from face_service.imaging import encode_jpeg
 # original embedding, at 100 (no chroma subsampling either) >= 0.999.
 CROP_JPEG_QUALITY = 100
 
-router = APIRouter(tags=["extract"], responses=UPLOAD_ERRORS)
+router = APIRouter(route_class=BoundedJSONRoute, tags=["extract"], responses=UPLOAD_ERRORS)
 
 
 def extract_openapi() -> dict:

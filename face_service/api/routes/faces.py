@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from face_service.api.deps import AdmissionDep, PipelineDep, SettingsDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import UPLOAD_ERRORS
 from face_service.api.schemas.faces import EmbeddingPublic, FacePublic, SimilarityPublic
 from face_service.api.uploads import read_image, require_multipart
@@ -14,7 +15,10 @@ from face_service.faces import cosine_similarity
 
 # require_multipart runs before FastAPI validates the File/Form fields: another body is a 415.
 router = APIRouter(
-    tags=["faces"], responses=UPLOAD_ERRORS, dependencies=[Depends(require_multipart)]
+    route_class=BoundedJSONRoute,
+    tags=["faces"],
+    responses=UPLOAD_ERRORS,
+    dependencies=[Depends(require_multipart)],
 )
 
 

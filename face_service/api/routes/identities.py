@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from face_service.analysis import ImageInput
 from face_service.api.deps import AdmissionDep, EnrollmentDep, GalleryDep, SettingsDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses, multipart_openapi
+from face_service.api.schemas import MAX_PAGE_OFFSET
 from face_service.api.schemas.faces import FacePublic
 from face_service.api.schemas.identities import (
     DeletedPublic,
@@ -28,7 +30,9 @@ from face_service.gallery import UNSET, Identity
 from face_service.settings import Settings
 
 router = APIRouter(
-    tags=["identities"], responses=error_responses(400, 404, 409, 413, 415, 422, 503)
+    route_class=BoundedJSONRoute,
+    tags=["identities"],
+    responses=error_responses(400, 404, 409, 413, 415, 422, 503),
 )
 
 
@@ -145,7 +149,7 @@ async def update_identity(
 )
 async def list_identities(
     gallery: GalleryDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     name: Annotated[str | None, Query(max_length=200, description="substring, any case")] = None,
 ) -> IdentityPagePublic:

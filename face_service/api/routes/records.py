@@ -8,17 +8,21 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from face_service.api.deps import GalleryDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses
+from face_service.api.schemas import MAX_PAGE_OFFSET
 from face_service.api.schemas.records import RecordPagePublic, RecordPublic
 
-router = APIRouter(tags=["records"], responses=error_responses(404, 422, 503))
+router = APIRouter(
+    route_class=BoundedJSONRoute, tags=["records"], responses=error_responses(404, 422, 503)
+)
 
 
 @router.get("/records", response_model=RecordPagePublic, summary="Detection records by file name")
 async def find_records(
     gallery: GalleryDep,
     filename: Annotated[str | None, Query(max_length=1000, description="substring")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> RecordPagePublic:
     items, total = await asyncio.to_thread(

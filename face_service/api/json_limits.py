@@ -1,0 +1,126 @@
+"""Bounds on JSON that clients send: nesting depth and finite numbers only. Every JSON document the
+API reads (request bodies, the ``metadata`` form field) goes through :func:`parse_json`, so that
+a document nested a thousand deep is a 422 naming where, not a RecursionError, and ``NaN`` or
+``Infinity`` is a 422, not a value stored as ``null`` or echoed into an invalid answer."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+
+from fastapi import Request
+from fastapi.routing import APIRoute
+
+# Deeper than any document the API takes (metadata is a free-form object; 32 levels is far
+# beyond what a person's record needs) and far below Python's recursion limit.
+MAX_JSON_DEPTH = 32
+
+# A JSON string (unrolled so that it runs at C speed on long base64 strings), or a structural
+# character: enough to follow nesting without parsing.
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?|[\[\]{},]')
+
+
+class JSONLimitError(ValueError):
+    """A JSON document beyond the service's bounds; ``path`` says where, as a field path."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        where = format_path(path)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+
+
+def format_path(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path[:12]:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text + ("..." if len(path) > 12 else "")
+
+
+def _reject_constant(name: str) -> float:
+    raise JSONLimitError((), f"{name} is not allowed; numbers must be finite")
+
+
+def parse_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """``json.loads`` within the bounds: raises ``json.JSONDecodeError`` for invalid JSON and
+    :class:`JSONLimitError` for a document nested deeper than ``max_depth`` or holding a
+    number that is not finite (``NaN``, ``Infinity``, ``1e999``)."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise JSONLimitError(_deep_path(text, max_depth), _too_deep(max_depth)) from None
+    check_json_value(value, max_depth=max_depth)
+    return value
+
+
+def check_json_value(value: object, *, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """The same bounds on a value already parsed (iteratively: no recursion to exhaust)."""
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise JSONLimitError(path, f"{item} is not allowed; numbers must be finite")
+        if isinstance(item, dict | list):
+            if len(path) >= max_depth:
+                raise JSONLimitError(path, _too_deep(max_depth))
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((child, (*path, key)) for key, child in pairs)
+
+
+def _too_deep(max_depth: int) -> str:
+    return f"nested more than {max_depth} levels deep"
+
+
+def _deep_path(text: str | bytes, max_depth: int) -> tuple[str | int, ...]:
+    """Where a document too deep for ``json.loads`` first passes ``max_depth``."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    path: list[str | int] = []
+    for token in _tokens(text):
+        if token in ("{", "["):
+            if len(path) >= max_depth:
+                break
+            path.append(0 if token == "[" else "")
+        elif token in ("}", "]"):
+            if path:
+                path.pop()
+        elif token == "," and path and isinstance(path[-1], int):
+            path[-1] += 1
+        elif token.startswith("key:") and path:
+            path[-1] = token[4:]
+    return tuple(path)
+
+
+def _tokens(text: str) -> Iterator[str]:
+    for match in _TOKENS.finditer(text):
+        if match.group(1) is not None:  # a string followed by ':' is an object's key
+            yield "key:" + match.group(0)[: -len(match.group(1))].strip()[1:-1]
+        elif not match.group(0).startswith('"'):
+            yield match.group(0)
+
+
+class BoundedJSONRequest(Request):
+    """A request whose ``json()`` applies :func:`parse_json`. A bound passed is raised as a
+    ``JSONDecodeError``, which FastAPI answers with its own 422 (``json_invalid``) naming it."""
+
+    async def json(self) -> object:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = parse_json(body)
+            except JSONLimitError as error:
+                raise json.JSONDecodeError(str(error), "", 0) from error
+        return self._json
+
+
+class BoundedJSONRoute(APIRoute):
+    """The route class of every router: FastAPI reads JSON bodies through BoundedJSONRequest."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def bounded(request: Request):
+            return await handler(BoundedJSONRequest(request.scope, request.receive))
+
+        return bounded
