@@ -11,11 +11,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from face_service.api.admission import AdmissionLimiter
 from face_service.api.errors import add_error_handlers
-from face_service.api.middleware import RequestSizeLimit
+from face_service.api.middleware import MemoryTrim, RequestSizeLimit
+from face_service.api.rate_limit import RateLimiter, enforce_rate_limit
 from face_service.api.routes import extract, faces, health, identify, identities, records
 from face_service.enrollment import Enrollment
 from face_service.errors import ModelUnavailableError
@@ -102,10 +103,13 @@ def create_app(
         ),
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(enforce_rate_limit)],
     )
     app.state.settings = settings or get_settings()
+    app.state.rate_limiter = RateLimiter(app.state.settings.rate_limit)
     app.state.start_services = services
     add_error_handlers(app)
+    app.add_middleware(MemoryTrim)
     app.add_middleware(RequestSizeLimit, max_bytes=app.state.settings.max_request_bytes)
     for router in ROUTERS:
         app.include_router(router)

@@ -248,7 +248,7 @@ class TritonService:
         models = {name: triton and await self.client.model_ready(name) for name in MODEL_NAMES}
         reason = None
         if not triton:
-            reason = f"Triton at {self.client.url} is not ready"
+            reason = "Triton is not ready"  # no address: /health is open to anyone
         elif not all(models.values()):
             missing = ", ".join(name for name, ready in models.items() if not ready)
             reason = f"model(s) not ready: {missing}"

@@ -9,6 +9,9 @@ class FaceServiceError(Exception):
 
     status_code = 500
     retry_after_s: int | None = None
+    # The answer's text when the message itself may name internals (hosts, ports, database
+    # errors): the API logs the message and answers this instead.
+    public_detail: str | None = None
 
 
 class InvalidImageError(FaceServiceError):
@@ -54,6 +57,7 @@ class ModelUnavailableError(FaceServiceError):
 
     status_code = 503
     retry_after_s = 5
+    public_detail = "the models are not available; retry shortly"
 
 
 class ServiceBusyError(FaceServiceError):
@@ -61,6 +65,16 @@ class ServiceBusyError(FaceServiceError):
 
     status_code = 503
     retry_after_s = 1
+
+
+class RateLimitedError(FaceServiceError):
+    """A client past its rate limit (FACE_RATE_LIMIT); Retry-After says when a slot frees."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ModelRepositoryError(FaceServiceError):
@@ -110,3 +124,4 @@ class GalleryError(FaceServiceError):
 
     status_code = 503
     retry_after_s = 5
+    public_detail = "the gallery database is not available; retry shortly"

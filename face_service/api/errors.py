@@ -25,7 +25,9 @@ async def face_service_error(request: Request, error: FaceServiceError) -> JSONR
         logger.warning("%s %s: %s", request.method, request.url.path, error)
     elif error.status_code >= 500:
         logger.error("%s %s: %s", request.method, request.url.path, error)
-    return JSONResponse({"detail": str(error)}, status_code=error.status_code, headers=headers)
+    # The log has the message; the client gets the public text where internals may show.
+    detail = error.public_detail or str(error)
+    return JSONResponse({"detail": detail}, status_code=error.status_code, headers=headers)
 
 
 # How much of an invalid input a 422 shows: enough to recognise it, never the request back.

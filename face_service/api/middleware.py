@@ -1,9 +1,12 @@
-"""ASGI middleware of the service: the request-body limit, enforced on the stream."""
+"""ASGI middleware of the service: the request-body limit, enforced on the stream, and memory
+given back after requests that decoded large images."""
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from face_service import memory
 
 
 class RequestSizeLimit:
@@ -63,3 +66,20 @@ class RequestSizeLimit:
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+class MemoryTrim:
+    """After each HTTP request that decoded large images, ``malloc_trim`` (face_service.memory)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        decoded = memory.start_counting()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await memory.trim_after(decoded)

@@ -126,7 +126,10 @@ async def draw(
     drawn = await asyncio.to_thread(
         lambda: encode_jpeg(
             draw_faces(
-                image, result.faces, landmarks=options.draw_landmarks, scores=options.draw_scores
+                image,
+                result.faces_in_decoded_pixels(),
+                landmarks=options.draw_landmarks,
+                scores=options.draw_scores,
             )
         )
     )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from face_service.api.deps import AdmissionDep, IdentificationDep, SettingsDep
+from face_service.api.deps import ADMITTED, AdmissionDep, IdentificationDep, SettingsDep
 from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses
 from face_service.api.schemas.faces import FacePublic
@@ -62,7 +62,12 @@ async def identify(
     )
 
 
-@router.post("/identify/embedding", response_model=IdentifyPublic, summary="1:N for an embedding")
+@router.post(
+    "/identify/embedding",
+    response_model=IdentifyPublic,
+    summary="1:N for an embedding",
+    dependencies=ADMITTED,
+)
 async def identify_embedding(
     query: EmbeddingQuery, identification: IdentificationDep
 ) -> IdentifyPublic:
@@ -103,7 +108,12 @@ async def verify(
     )
 
 
-@router.post("/verify/embedding", response_model=VerifyPublic, summary="1:1 for an embedding")
+@router.post(
+    "/verify/embedding",
+    response_model=VerifyPublic,
+    summary="1:1 for an embedding",
+    dependencies=ADMITTED,
+)
 async def verify_embedding(
     body: EmbeddingVerify, identification: IdentificationDep
 ) -> VerifyPublic:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from face_service.analysis import ImageInput
-from face_service.api.deps import AdmissionDep, EnrollmentDep, GalleryDep, SettingsDep
+from face_service.api.deps import ADMITTED, AdmissionDep, EnrollmentDep, GalleryDep, SettingsDep
 from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses, multipart_openapi
 from face_service.api.schemas import MAX_PAGE_OFFSET
@@ -114,6 +114,7 @@ async def add_images(
 
 @router.delete(
     "/identities/{identity_id}/templates/{template_id}",
+    dependencies=ADMITTED,
     response_model=IdentityPublic,
     summary="Remove one template of a person",
 )
@@ -127,7 +128,10 @@ async def delete_template(
 
 
 @router.patch(
-    "/identities/{identity_id}", response_model=IdentityPublic, summary="Change name or metadata"
+    "/identities/{identity_id}",
+    response_model=IdentityPublic,
+    summary="Change name or metadata",
+    dependencies=ADMITTED,
 )
 async def update_identity(
     identity_id: str, update: IdentityUpdate, gallery: GalleryDep
@@ -145,7 +149,10 @@ async def update_identity(
 
 
 @router.get(
-    "/identities", response_model=IdentityPagePublic, summary="List people, a page at a time"
+    "/identities",
+    response_model=IdentityPagePublic,
+    summary="List people, a page at a time",
+    dependencies=ADMITTED,
 )
 async def list_identities(
     gallery: GalleryDep,
@@ -164,19 +171,31 @@ async def list_identities(
     )
 
 
-@router.get("/identities/{identity_id}", response_model=IdentityPublic, summary="One person")
+@router.get(
+    "/identities/{identity_id}",
+    response_model=IdentityPublic,
+    summary="One person",
+    dependencies=ADMITTED,
+)
 async def get_identity(identity_id: str, gallery: GalleryDep) -> IdentityPublic:
     identity = await asyncio.to_thread(gallery.get_identity, identity_id=identity_id)
     return IdentityPublic.from_identity(identity)
 
 
-@router.delete("/identities/{identity_id}", status_code=204, summary="Delete a person")
+@router.delete(
+    "/identities/{identity_id}", status_code=204, summary="Delete a person", dependencies=ADMITTED
+)
 async def delete_identity(identity_id: str, gallery: GalleryDep) -> Response:
     await asyncio.to_thread(gallery.delete_identity, identity_id=identity_id)
     return Response(status_code=204)
 
 
-@router.delete("/identities", response_model=DeletedPublic, summary="Delete every person")
+@router.delete(
+    "/identities",
+    response_model=DeletedPublic,
+    summary="Delete every person",
+    dependencies=ADMITTED,
+)
 async def delete_all(
     gallery: GalleryDep,
     confirm: Annotated[bool, Query(description="must be true: this empties the gallery")] = False,
@@ -188,6 +207,7 @@ async def delete_all(
 
 @router.post(
     "/identities/{identity_id}/merge",
+    dependencies=ADMITTED,
     response_model=IdentityPublic,
     summary="Move another person's templates to this one and delete the other",
 )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from face_service.api.deps import GalleryDep
+from face_service.api.deps import ADMITTED, GalleryDep
 from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses
 from face_service.api.schemas import MAX_PAGE_OFFSET
@@ -18,7 +18,12 @@ router = APIRouter(
 )
 
 
-@router.get("/records", response_model=RecordPagePublic, summary="Detection records by file name")
+@router.get(
+    "/records",
+    response_model=RecordPagePublic,
+    summary="Detection records by file name",
+    dependencies=ADMITTED,
+)
 async def find_records(
     gallery: GalleryDep,
     filename: Annotated[str | None, Query(max_length=1000, description="substring")] = None,
@@ -33,14 +38,24 @@ async def find_records(
     )
 
 
-@router.get("/records/{record_id}", response_model=RecordPublic, summary="One detection record")
+@router.get(
+    "/records/{record_id}",
+    response_model=RecordPublic,
+    summary="One detection record",
+    dependencies=ADMITTED,
+)
 async def get_record(record_id: str, gallery: GalleryDep) -> RecordPublic:
     return RecordPublic.from_record(
         await asyncio.to_thread(gallery.get_record, record_id=record_id)
     )
 
 
-@router.delete("/records/{record_id}", status_code=204, summary="Delete a detection record")
+@router.delete(
+    "/records/{record_id}",
+    status_code=204,
+    summary="Delete a detection record",
+    dependencies=ADMITTED,
+)
 async def delete_record(record_id: str, gallery: GalleryDep) -> Response:
     await asyncio.to_thread(gallery.delete_record, record_id=record_id)
     return Response(status_code=204)
