@@ -248,7 +248,29 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 def align_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """The 112x112 ArcFace crop for one face's five landmarks."""
     matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE)
+    if max(image.shape[:2]) >= _WARP_MAX_SIDE:
+        image, matrix = _warp_window(image, matrix)
     return cv2.warpAffine(image, matrix, (ARCFACE_SIZE, ARCFACE_SIZE), borderValue=0.0)
+
+
+# OpenCV's warpAffine refuses sources with a side of 32767 pixels or more (SHRT_MAX).
+_WARP_MAX_SIDE = 32767
+
+
+def _warp_window(image: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``image`` that the crop's 112x112 square maps back onto (with a margin for
+    interpolation), and the matrix moved to it: what a very wide or tall image needs."""
+    inverse = cv2.invertAffineTransform(matrix)
+    square = np.array([[0, 0], [ARCFACE_SIZE, 0], [0, ARCFACE_SIZE], [ARCFACE_SIZE] * 2])
+    corners = square @ inverse[:, :2].T + inverse[:, 2]
+    height, width = image.shape[:2]
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - 2, 0, [width - 1, height - 1])
+    x1, y1 = np.clip(
+        np.ceil(corners.max(axis=0)).astype(int) + 2, [x0 + 1, y0 + 1], [width, height]
+    )
+    moved = matrix.copy()
+    moved[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    return image[y0:y1, x0:x1], moved
 
 
 _CV2_ROTATIONS = {
