@@ -92,7 +92,8 @@ def decode_scaled(
                 )
             note_decoded(image.size[0] * image.size[1])
             image.load()
-            image = ImageOps.exif_transpose(image)
+            # In place: otherwise Pillow copies every image, turned or not.
+            ImageOps.exif_transpose(image, in_place=True)
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"{field!r} is too large to decode: {error}") from error
     except UnidentifiedImageError as error:
@@ -132,8 +133,7 @@ def image_channels(data: bytes) -> int:
 
 
 def _to_bgr(image: Image.Image) -> np.ndarray:
-    """BGR uint8 with as few full-size copies as the mode allows (see :func:`decode_bytes`);
-    the result may be read-only (nothing in the pipeline writes into a decoded image)."""
+    """BGR uint8 with as few full-size copies as the mode allows (see :func:`decode_bytes`)."""
     if image.mode in _WIDE_GRAY:
         # 16-bit (or 32-bit integer) grayscale: scale to 8 bits instead of clipping.
         array = np.asarray(image, dtype=np.float32)
@@ -151,8 +151,23 @@ def _to_bgr(image: Image.Image) -> np.ndarray:
         image = canvas
     elif image.mode != "RGB":
         image = image.convert("RGB")
+    return _bgr_by_strips(image)
+
+
+# Bytes converted at a time: tobytes() of a whole image holds its chunks and their join at once
+# (twice the result); by strips of about this size, only one strip is held beside the result.
+_STRIP_BYTES = 4 * 1024 * 1024
+
+
+def _bgr_by_strips(image: Image.Image) -> np.ndarray:
     width, height = image.size
-    return np.frombuffer(image.tobytes("raw", "BGR"), np.uint8).reshape(height, width, 3)
+    bgr = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _STRIP_BYTES // (width * 4))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        strip = image.crop((0, top, width, bottom)).tobytes("raw", "BGR")
+        bgr[top:bottom] = np.frombuffer(strip, np.uint8).reshape(bottom - top, width, 3)
+    return bgr
 
 
 @dataclass(frozen=True)
