@@ -167,7 +167,7 @@ class FacePipeline:
         try:
             if isinstance(data, FaceServiceError):
                 raise data
-            decoded, image.scale = decode_scaled(
+            decoded = decode_scaled(
                 data,
                 field=image.name,
                 max_pixels=self.settings.max_image_pixels,
@@ -179,9 +179,11 @@ class FacePipeline:
             return
         finally:
             image.took_ms = _ms_since(started)
-        image.height, image.width = decoded.shape[:2]
+        # Until to_file_pixels, the size of the decoded image, in which faces are found.
+        image.height, image.width = decoded.image.shape[:2]
+        image.scale, image.file_size = decoded.scale, decoded.size
         image.channels = image_channels(data)
-        image.image = decoded
+        image.image = decoded.image
 
     async def detect(
         self,
@@ -324,8 +326,7 @@ def to_file_pixels(images: Sequence[AnalyzedImage]) -> None:
         for face in image.faces:
             face.bbox = face.bbox / image.scale
             face.landmarks = face.landmarks / image.scale
-        image.width = round(image.width / image.scale)
-        image.height = round(image.height / image.scale)
+        image.width, image.height = image.file_size
 
 
 def _prominent(image: AnalyzedImage) -> list[Face]:

@@ -103,6 +103,7 @@ class AnalyzedImage:
     # Decoded pixels per pixel of the file (< 1 for a large JPEG decoded at reduced scale):
     # faces are found and aligned in ``image``, and reported in the file's pixels.
     scale: float = 1.0
+    file_size: tuple[int, int] = (0, 0)  # (width, height) of the file as sent
     channels: int = 0  # of the file as sent: 1 grayscale, 3 colour, 4 with alpha
     faces: list[Face] = field(default_factory=list)
     faces_detected: int = 0  # how many faces the detector found, before choosing

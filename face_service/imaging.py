@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -48,7 +49,13 @@ def decode_image(
     :func:`decode_scaled` for ``max_side`` and ``max_bytes``."""
     return decode_scaled(
         data, field=field, max_pixels=max_pixels, max_side=max_side, max_bytes=max_bytes
-    )[0]
+    ).image
+
+
+class Decoded(NamedTuple):
+    image: np.ndarray  # BGR uint8
+    scale: float  # decoded pixels per pixel of the file: 1, or 1/2, 1/4, 1/8 for a large JPEG
+    size: tuple[int, int]  # (width, height) of the file as sent, EXIF orientation applied
 
 
 def decode_scaled(
@@ -58,11 +65,11 @@ def decode_scaled(
     max_pixels: int,
     max_side: int | None = None,
     max_bytes: int | None = None,
-) -> tuple[np.ndarray, float]:
-    """The image as :func:`decode_image` gives it, and the scale it was decoded at (decoded
-    pixels per pixel of the file). A JPEG whose long side passes ``max_side`` is decoded at
-    1/2, 1/4 or 1/8 scale by its own DCT (Pillow's draft mode), never below ``max_side``; other
-    formats at full size. Before any pixel is decoded, the memory that decoding and conversion
+) -> Decoded:
+    """The image as :func:`decode_image` gives it, the scale it was decoded at (decoded pixels
+    per pixel of the file) and the file's own size (EXIF orientation applied). A JPEG whose
+    long side passes ``max_side`` is decoded at 1/2, 1/4 or 1/8 scale by its own DCT (Pillow's
+    draft mode), never below ``max_side``; other formats at full size. Before any pixel is decoded, the memory that decoding and conversion
     will take is estimated and refused (413) beyond ``max_bytes``."""
     if not data:
         raise InvalidImageError(f"{field!r} is empty")
@@ -84,6 +91,7 @@ def decode_scaled(
                     (-(-width * max_side // long_side), -(-height * max_side // long_side)),
                 )
             scale = image.size[0] / width
+            decoded_size = image.size
             needed = decode_bytes(image)
             if max_bytes and needed > max_bytes:
                 raise ImageTooLargeError(
@@ -102,7 +110,9 @@ def decode_scaled(
         ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImageError(f"{field!r} is a corrupt or truncated image: {error}") from error
-    return _to_bgr(image), scale
+    if image.size != decoded_size:  # turned by its EXIF orientation
+        width, height = height, width
+    return Decoded(_to_bgr(image), scale, (width, height))
 
 
 def decode_bytes(image: Image.Image) -> int:

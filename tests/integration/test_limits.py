@@ -6,13 +6,14 @@ README."""
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def test_a_chunked_100_mb_body_is_refused_on_the_stream(
     result = send_chunked(limited.url, path, content_type, 100 * MB, prefix)
     after = memory_mb(pid)
     logger.info(
-        f"\n{path} chunked 100 MB: {result['status']} after {result['sent_mb_at_answer']:.0f} "
+        f"{path} chunked 100 MB: {result['status']} after {result['sent_mb_at_answer']:.0f} "
         f"MB sent, {result['seconds']} s; RSS {before['VmRSS']:.0f} -> peak "
         f"{after['VmHWM']:.0f} -> {after['VmRSS']:.0f} MiB"
     )
@@ -180,7 +181,7 @@ def test_the_worst_images_have_a_bounded_peak_and_give_memory_back(
     time.sleep(0.5)
     after = memory_mb(pid)
     logger.info(
-        f"\n{width}x{height} uniform PNG ({len(data) // 1024} KB): {response.status_code} in "
+        f"{width}x{height} uniform PNG ({len(data) // 1024} KB): {response.status_code} in "
         f"{took:.1f} s; RSS {before['VmRSS']:.0f} -> peak {after['VmHWM']:.0f} -> "
         f"{after['VmRSS']:.0f} MiB"
     )
@@ -198,10 +199,10 @@ def test_lfw_size_photos_decode_at_full_scale(photos: dict[str, Path]) -> None:
     """JPEG draft mode only starts above 4096 px: the photos the accuracy figures come from
     (LFW's are 250x250) decode exactly as before, so embeddings and accuracy are unchanged."""
     for path in photos.values():
-        _, scale = decode_scaled(
+        decoded = decode_scaled(
             path.read_bytes(), field="image", max_pixels=50_000_000, max_side=4096
         )
-        assert scale == 1.0, path.name
+        assert decoded.scale == 1.0, path.name
 
 
 def test_schemathesis_finds_no_server_error(limited: ServiceProcess, tmp_path: Path) -> None:
@@ -219,13 +220,61 @@ def test_schemathesis_finds_no_server_error(limited: ServiceProcess, tmp_path: P
     started = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)
     took = time.perf_counter() - started
-    summary = [line for line in run.stdout.splitlines() if "generated" in line or "=====" in line]
-    logger.info(f"\nschemathesis in {took:.0f} s: " + " | ".join(summary[-3:]))
+    (tmp_path / "schemathesis.txt").write_text(run.stdout)
+    statuses = Counter(
+        int(code) for code in re.findall(r'"status_code":\s*(\d{3})', report.read_text())
+    )
+    generated = re.search(r"(\d+) generated", run.stdout)
+    logger.info(
+        "schemathesis in %.0f s: %s test cases, answers by status %s",
+        took,
+        generated.group(1) if generated else "?",
+        dict(sorted(statuses.items())),
+    )
     assert run.returncode == 0, run.stdout[-6000:]
-    assert "generated" in run.stdout
-    server_errors = [
-        event
-        for event in map(json.loads, report.read_text().splitlines())
-        if '"not_a_server_error"' in json.dumps(event) and '"failure"' in json.dumps(event)
-    ]
-    assert not server_errors
+    assert generated is not None
+    assert sum(statuses.values()) > 500  # it did exercise the API
+    assert not {code for code in statuses if code >= 500 and code != 503}
+
+
+def test_a_huge_jpeg_decodes_at_reduced_scale_with_the_same_faces(
+    limited: ServiceProcess, photos: dict[str, Path]
+) -> None:
+    """A 48 Mpx JPEG (the 22-player photo at 7x) is decoded at 1/2 scale by JPEG draft mode:
+    the same 22 faces, in the file's own pixels, embeddings close to the original's."""
+    original = photos["players"].read_bytes()
+    image = cv2.imdecode(np.frombuffer(original, np.uint8), cv2.IMREAD_COLOR)
+    big = cv2.resize(image, None, fx=7, fy=7, interpolation=cv2.INTER_CUBIC)
+    data = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    del big
+    pid = pid_of(limited)
+    with httpx.Client(base_url=limited.url, timeout=120) as client:
+        small = client.post("/extract", files=[("images", ("p.jpg", original, "image/jpeg"))])
+        time.sleep(0.5)
+        before = memory_mb(pid)
+        reset_peak(pid)
+        large = client.post("/extract", files=[("images", ("p.jpg", data, "image/jpeg"))])
+    after = memory_mb(pid)
+    logger.info(
+        "players at 7x (%dx%d JPEG, %d KB): %d; RSS %.0f -> peak %.0f -> %.0f MiB",
+        image.shape[1] * 7,
+        image.shape[0] * 7,
+        len(data) // 1024,
+        large.status_code,
+        before["VmRSS"],
+        after["VmHWM"],
+        after["VmRSS"],
+    )
+    assert large.status_code == 200
+    [small_image] = small.json()["images"]
+    [large_image] = large.json()["images"]
+    assert (large_image["width"], large_image["height"]) == (1237 * 7, 800 * 7)
+    assert len(large_image["faces"]) == len(small_image["faces"]) == 22
+    # Quarter of the full-size decode: 48 Mpx at 1/2 scale is 12 Mpx.
+    assert after["VmHWM"] - before["VmRSS"] < 250
+    small_faces = sorted(small_image["faces"], key=lambda face: face["bbox"][0])
+    large_faces = sorted(large_image["faces"], key=lambda face: face["bbox"][0])
+    for a, b in zip(small_faces, large_faces, strict=True):
+        assert np.allclose(np.array(b["bbox"]) / 7, a["bbox"], atol=4)
+        similarity = float(np.dot(a["embedding"], b["embedding"]))
+        assert similarity > 0.8

@@ -225,11 +225,12 @@ def test_pad_to_bounded_square_keeps_points_mappable() -> None:
 def test_large_jpegs_decode_at_reduced_scale_and_memory_is_estimated() -> None:
     image = np.full((2000, 9000, 3), 90, np.uint8)
     data = cv2.imencode(".jpg", image)[1].tobytes()
-    decoded, scale = decode_scaled(data, field="image", max_pixels=LIMIT, max_side=4096)
+    decoded, scale, size = decode_scaled(data, field="image", max_pixels=LIMIT, max_side=4096)
+    assert size == (9000, 2000)
     # 1/2, the largest reduction that keeps the long side at 4096 or more.
     assert decoded.shape == (1000, 4500, 3)
     assert scale == 0.5
-    full, scale = decode_scaled(data, field="image", max_pixels=LIMIT)
+    full, scale, _ = decode_scaled(data, field="image", max_pixels=LIMIT)
     assert (full.shape, scale) == ((2000, 9000, 3), 1.0)
     with pytest.raises(ImageTooLargeError, match="needs about 120 MiB to decode; the limit is 100"):
         decode_scaled(data, field="image", max_pixels=LIMIT, max_bytes=100 << 20)
