@@ -69,8 +69,9 @@ def decode_scaled(
     """The image as :func:`decode_image` gives it, the scale it was decoded at (decoded pixels
     per pixel of the file) and the file's own size (EXIF orientation applied). A JPEG whose
     long side passes ``max_side`` is decoded at 1/2, 1/4 or 1/8 scale by its own DCT (Pillow's
-    draft mode), never below ``max_side``; other formats at full size. Before any pixel is decoded, the memory that decoding and conversion
-    will take is estimated and refused (413) beyond ``max_bytes``."""
+    draft mode), never below ``max_side``; other formats at full size. Before any pixel is
+    decoded, the memory that decoding and conversion will take is estimated and refused (413)
+    beyond ``max_bytes``."""
     if not data:
         raise InvalidImageError(f"{field!r} is empty")
     try:
