@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI
 
 from face_service.api.admission import AdmissionLimiter
 from face_service.api.errors import add_error_handlers
+from face_service.api.json_limits import reject_unstorable_url_text
 from face_service.api.middleware import MemoryTrim, RequestSizeLimit
 from face_service.api.rate_limit import RateLimiter, enforce_rate_limit
 from face_service.api.routes import extract, faces, health, identify, identities, records
@@ -103,7 +104,7 @@ def create_app(
         ),
         version="0.1.0",
         lifespan=lifespan,
-        dependencies=[Depends(enforce_rate_limit)],
+        dependencies=[Depends(enforce_rate_limit), Depends(reject_unstorable_url_text)],
     )
     app.state.settings = settings or get_settings()
     app.state.rate_limiter = RateLimiter(app.state.settings.rate_limit)

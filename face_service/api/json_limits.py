@@ -1,7 +1,8 @@
-"""Bounds on JSON that clients send: nesting depth and finite numbers only. Every JSON document the
-API reads (request bodies, the ``metadata`` form field) goes through :func:`parse_json`, so that
-a document nested a thousand deep is a 422 naming where, not a RecursionError, and ``NaN`` or
-``Infinity`` is a 422, not a value stored as ``null`` or echoed into an invalid answer."""
+"""Bounds on what clients send: JSON nesting depth, finite numbers, and text that every store
+can hold. Every JSON document the API reads (request bodies, the ``metadata`` form field) goes
+through :func:`parse_json`, so that a document nested a thousand deep is a 422 naming where,
+not a RecursionError; ``NaN`` or ``Infinity`` is a 422, not a value stored as ``null`` or
+echoed into an invalid answer; and a NUL character is a 422, not a PostgreSQL error."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 from collections.abc import Iterator
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 # Deeper than any document the API takes (metadata is a free-form object; 32 levels is far
@@ -61,11 +63,28 @@ def check_json_value(value: object, *, max_depth: int = MAX_JSON_DEPTH) -> None:
         item, path = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise JSONLimitError(path, f"{item} is not allowed; numbers must be finite")
+        if isinstance(item, str):
+            check_text(item, path)
         if isinstance(item, dict | list):
             if len(path) >= max_depth:
                 raise JSONLimitError(path, _too_deep(max_depth))
+            if isinstance(item, dict):
+                for key in item:
+                    check_text(key, path)
             pairs = item.items() if isinstance(item, dict) else enumerate(item)
             stack.extend((child, (*path, key)) for key, child in pairs)
+
+
+def check_text(text: str, path: tuple[str | int, ...] = ()) -> None:
+    """Text that every store can hold: no NUL character (PostgreSQL's text cannot) and no
+    unpaired surrogate (``"\\ud800"`` in JSON; no UTF-8 encoding exists for it)."""
+    if "\x00" in text:
+        raise JSONLimitError(path, "text must not contain NUL characters")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JSONLimitError(path, "text must not contain unpaired surrogates") from None
 
 
 def _too_deep(max_depth: int) -> str:
@@ -124,3 +143,20 @@ class BoundedJSONRoute(APIRoute):
             return await handler(BoundedJSONRequest(request.scope, request.receive))
 
         return bounded
+
+
+async def reject_unstorable_url_text(request: Request) -> None:
+    """An app-wide dependency: path and query values with a NUL character (``%00``) are a 422
+    naming the parameter, not a database error."""
+    for location, values in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in values.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "value_error",
+                            "loc": (location, name),
+                            "msg": "text must not contain NUL characters",
+                        }
+                    ]
+                )
