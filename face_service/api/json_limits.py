@@ -40,16 +40,12 @@ def format_path(path: tuple[str | int, ...]) -> str:
     return text + ("..." if len(path) > 12 else "")
 
 
-def _reject_constant(name: str) -> float:
-    raise JSONLimitError((), f"{name} is not allowed; numbers must be finite")
-
-
 def parse_json(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> object:
     """``json.loads`` within the bounds: raises ``json.JSONDecodeError`` for invalid JSON and
     :class:`JSONLimitError` for a document nested deeper than ``max_depth`` or holding a
     number that is not finite (``NaN``, ``Infinity``, ``1e999``)."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text)  # NaN and Infinity parse, and are refused below, with a path
     except RecursionError:
         raise JSONLimitError(_deep_path(text, max_depth), _too_deep(max_depth)) from None
     check_json_value(value, max_depth=max_depth)
@@ -62,7 +58,8 @@ def check_json_value(value: object, *, max_depth: int = MAX_JSON_DEPTH) -> None:
     while stack:
         item, path = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
-            raise JSONLimitError(path, f"{item} is not allowed; numbers must be finite")
+            name = "NaN" if math.isnan(item) else ("Infinity" if item > 0 else "-Infinity")
+            raise JSONLimitError(path, f"{name} is not allowed; numbers must be finite")
         if isinstance(item, str):
             check_text(item, path)
         if isinstance(item, dict | list):
@@ -120,27 +117,35 @@ def _tokens(text: str) -> Iterator[str]:
 
 
 class BoundedJSONRequest(Request):
-    """A request whose ``json()`` applies :func:`parse_json`. A bound passed is raised as a
-    ``JSONDecodeError``, which FastAPI answers with its own 422 (``json_invalid``) naming it."""
+    """A request whose ``json()`` applies :func:`parse_json`."""
 
     async def json(self) -> object:
         if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                self._json = parse_json(body)
-            except JSONLimitError as error:
-                raise json.JSONDecodeError(str(error), "", 0) from error
+            self._json = parse_json(await self.body())
         return self._json
 
 
 class BoundedJSONRoute(APIRoute):
-    """The route class of every router: FastAPI reads JSON bodies through BoundedJSONRequest."""
+    """The route class of every router: a route that declares a JSON body reads it through
+    :func:`parse_json` before FastAPI does, so that a bound passed is a 422 naming the field
+    (``["body", "metadata", "a", ...]``); FastAPI then uses the parsed document."""
 
     def get_route_handler(self):
         handler = super().get_route_handler()
+        reads_json = self.body_field is not None
 
         async def bounded(request: Request):
-            return await handler(BoundedJSONRequest(request.scope, request.receive))
+            bounded_request = BoundedJSONRequest(request.scope, request.receive)
+            if reads_json and "json" in bounded_request.headers.get("content-type", ""):
+                try:
+                    await bounded_request.json()
+                except JSONLimitError as error:
+                    raise RequestValidationError(
+                        [{"type": "value_error", "loc": ("body", *error.path), "msg": str(error)}]
+                    ) from error
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    pass  # FastAPI reads it again and reports it as it always does
+            return await handler(bounded_request)
 
         return bounded
 

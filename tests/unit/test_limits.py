@@ -311,3 +311,66 @@ def test_a_face_in_a_60000_pixel_wide_image_is_aligned(client: TestClient) -> No
     response = client.post("/embedding", files=[("image", ("wide.png", data, "image/png"))])
     assert response.status_code == 200
     assert response.json()["faces_detected"] == 1
+
+
+# -- text that a store cannot hold (PostgreSQL refuses NUL; no UTF-8 for a lone surrogate)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "loc"),
+    [
+        ("GET", "/identities/a%00b", {}, ["path", "identity_id"]),
+        ("GET", "/identities", {"params": {"name": "a\x00"}}, ["query", "name"]),
+        ("GET", "/records", {"params": {"filename": "\x00"}}, ["query", "filename"]),
+        ("PATCH", "/identities/x", {"content": '{"name": "a\\u0000"}'}, ["body", "name"]),
+        ("PATCH", "/identities/x", {"content": '{"name": "a\\ud800"}'}, ["body", "name"]),
+        (
+            "PATCH",
+            "/identities/x",
+            {"content": '{"metadata": {"k\\u0000": 1}}'},
+            ["body", "metadata"],
+        ),
+        ("POST", "/extract", {"data": {"filename": "a\x00"}}, ["body", "filename"]),
+    ],
+)
+def test_unstorable_text_is_422_naming_the_field(
+    client: TestClient, method: str, path: str, kwargs: dict, loc: list
+) -> None:
+    if "content" in kwargs:
+        kwargs = {**kwargs, "headers": {"content-type": "application/json"}}
+    if "data" in kwargs:
+        kwargs = {**kwargs, "files": [("images", ("a.png", png(1), "image/png"))]}
+    response = client.request(method, path, **kwargs)
+    assert response.status_code == 422
+    [error] = strict_json(response.text)["detail"]
+    assert error["loc"] == loc
+    assert "NUL" in error["msg"] or "surrogate" in error["msg"]
+
+
+def test_json_bounds_name_the_field_in_loc(client: TestClient) -> None:
+    body = '{"embedding": [1, 0], "threshold": NaN}'
+    response = client.post(
+        "/identify/embedding", content=body, headers={"content-type": "application/json"}
+    )
+    assert strict_json(response.text)["detail"] == [
+        {
+            "type": "value_error",
+            "loc": ["body", "threshold"],
+            "msg": "threshold: NaN is not allowed; numbers must be finite",
+        }
+    ]
+
+
+def test_upload_names_are_stored_without_control_characters(client: TestClient) -> None:
+    # By hand: HTTP clients percent-encode such names, but nothing obliges a client to.
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="images"; filename="a\x00b\x01.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + png(1) + b"\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="store"\r\n\r\ntrue\r\n--b--\r\n'
+    )
+    response = client.post(
+        "/extract", content=body, headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 200
+    [record] = client.get("/records").json()["items"]
+    assert record["filename"] == "ab.png"
