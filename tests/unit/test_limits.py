@@ -193,14 +193,20 @@ def chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
 
 
 @pytest.mark.parametrize(
-    ("path", "content_type"),
-    [("/extract", "application/json"), ("/embedding", "multipart/form-data; boundary=x")],
+    ("method", "path", "content_type"),
+    [
+        ("POST", "/extract", "application/json"),
+        ("POST", "/embedding", "multipart/form-data; boundary=x"),
+        ("PATCH", "/identities/x", "application/json"),  # a body FastAPI itself reads
+    ],
 )
 def test_a_chunked_body_past_the_limit_is_413(
-    client: TestClient, path: str, content_type: str
+    client: TestClient, method: str, path: str, content_type: str
 ) -> None:
     # A generator body is sent chunked: no Content-Length to refuse it by.
-    response = client.post(path, content=chunks(5_000_000), headers={"content-type": content_type})
+    response = client.request(
+        method, path, content=chunks(5_000_000), headers={"content-type": content_type}
+    )
     assert response.status_code == 413
     assert strict_json(response.text) == {
         "detail": "the request body exceeds the limit of 1000000 bytes"
