@@ -218,7 +218,10 @@ def test_schemathesis_finds_no_server_error(limited: ServiceProcess, tmp_path: P
         "--report", "ndjson", "--report-ndjson-path", str(report),
     ]  # fmt: skip
     started = time.perf_counter()
-    run = subprocess.run(command, capture_output=True, text=True, timeout=170, check=False)
+    # In tmp_path: schemathesis keeps a cache folder (.schemathesis) where it runs.
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=170, check=False, cwd=tmp_path
+    )
     took = time.perf_counter() - started
     (tmp_path / "schemathesis.txt").write_text(run.stdout)
     statuses = Counter(
