@@ -11,14 +11,16 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from face_service.api.admission import AdmissionLimiter
 from face_service.api.audit import AuditTrail
 from face_service.api.docs import add_docs_and_page
 from face_service.api.errors import add_error_handlers
-from face_service.api.middleware import RequestSizeLimit
+from face_service.api.json_limits import reject_unstorable_url_text
+from face_service.api.middleware import MemoryTrim, RequestSizeLimit
 from face_service.api.openapi import build_openapi
+from face_service.api.rate_limit import RateLimiter, enforce_rate_limit
 from face_service.api.routes import access, extract, faces, health, identify, identities, records
 from face_service.auth import Authenticator, auth_required, log_auth_state, server_secret
 from face_service.enrollment import Enrollment
@@ -135,12 +137,15 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(enforce_rate_limit), Depends(reject_unstorable_url_text)],
     )
     app.state.settings = settings or get_settings()
+    app.state.rate_limiter = RateLimiter(app.state.settings.rate_limit)
     app.state.start_services = services
     app.state.authenticator = None  # set at start (lifespan)
     add_error_handlers(app)
     app.add_middleware(AuditTrail)
+    app.add_middleware(MemoryTrim)
     app.add_middleware(RequestSizeLimit, max_bytes=app.state.settings.max_request_bytes)
     for router in ROUTERS:
         app.include_router(router)

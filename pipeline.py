@@ -37,9 +37,9 @@ from face_service.faces import (
 from face_service.imaging import (
     ARCFACE_SIZE,
     align_face,
-    decode_image,
+    decode_scaled,
     image_channels,
-    pad_to_square,
+    pad_to_bounded_square,
     rotate_clockwise,
     unrotate_box,
     unrotate_points,
@@ -52,6 +52,9 @@ from face_service.settings import Settings
 
 # Canvas factor for the retry when nothing was found: SCRFD misses faces that fill the frame.
 PADDED_RETRY_FACTOR = 2.0
+# The padded canvas's largest side: the detector shrinks it to its input size (<= 2048) anyway,
+# and this bounds the canvas at 48 MiB whatever the image's shape.
+PADDED_RETRY_MAX_SIDE = 4096
 
 
 # Clockwise turns tried by the orientation search (auto_rotate).
@@ -126,6 +129,7 @@ class FacePipeline:
             aligned=options.embed_only,
         )
         timings.embed = _ms_since(mark)
+        to_file_pixels(images)
         timings.total = _ms_since(started)
         for image in images:
             image.took_ms += timings.detect + timings.embed
@@ -163,17 +167,23 @@ class FacePipeline:
         try:
             if isinstance(data, FaceServiceError):
                 raise data
-            decoded = decode_image(
-                data, field=image.name, max_pixels=self.settings.max_image_pixels
+            decoded = decode_scaled(
+                data,
+                field=image.name,
+                max_pixels=self.settings.max_image_pixels,
+                max_side=self.settings.decode_max_side,
+                max_bytes=self.settings.max_decode_bytes,
             )
         except FaceServiceError as error:
             image.error = error
             return
         finally:
             image.took_ms = _ms_since(started)
-        image.height, image.width = decoded.shape[:2]
+        # Until to_file_pixels, the size of the decoded image, in which faces are found.
+        image.height, image.width = decoded.image.shape[:2]
+        image.scale, image.file_size = decoded.scale, decoded.size
         image.channels = image_channels(data)
-        image.image = decoded
+        image.image = decoded.image
 
     async def detect(
         self,
@@ -204,14 +214,20 @@ class FacePipeline:
         if not missing:
             return found
         padded = await asyncio.to_thread(
-            lambda: [pad_to_square(images[i], PADDED_RETRY_FACTOR) for i in missing]
+            lambda: [
+                pad_to_bounded_square(images[i], PADDED_RETRY_FACTOR, PADDED_RETRY_MAX_SIDE)
+                for i in missing
+            ]
         )
-        retried = await self.detector.predict([canvas for canvas, _ in padded], **asdict(options))
-        for i, (_, (x0, y0)), faces in zip(missing, padded, retried, strict=True):
+        canvases = [canvas for canvas, _, _ in padded]
+        offsets = [(offset, scale) for _, offset, scale in padded]
+        retried = await self.detector.predict(canvases, **asdict(options))
+        del padded, canvases
+        for i, ((x0, y0), scale), faces in zip(missing, offsets, retried, strict=True):
             offset = np.array([x0, y0], dtype=np.float32)
             for face in faces:
-                face.bbox = face.bbox - np.tile(offset, 2)
-                face.landmarks = face.landmarks - offset
+                face.bbox = (face.bbox - np.tile(offset, 2)) / scale
+                face.landmarks = (face.landmarks - offset) / scale
             found[i] = faces
         return found
 
@@ -298,8 +314,19 @@ class FacePipeline:
 def _selection(options: AnalysisOptions) -> Chooser:
     """The faces that the options' size floor and count limit allow."""
     return lambda image: select_faces(
-        image.faces, min_face_size=options.min_face_size, limit=options.limit_faces
+        image.faces, min_face_size=options.min_face_size * image.scale, limit=options.limit_faces
     )
+
+
+def to_file_pixels(images: Sequence[AnalyzedImage]) -> None:
+    """Faces and sizes of images decoded at reduced scale, in the pixels of the file as sent."""
+    for image in images:
+        if image.scale == 1.0 or image.image is None:
+            continue
+        for face in image.faces:
+            face.bbox = face.bbox / image.scale
+            face.landmarks = face.landmarks / image.scale
+        image.width, image.height = image.file_size
 
 
 def _prominent(image: AnalyzedImage) -> list[Face]:

@@ -11,7 +11,7 @@ context, the settings' own defaults.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -97,8 +97,13 @@ class AnalyzedImage:
 
     name: str  # how messages name the input: 'image', 'images[2]'
     image: np.ndarray | None = None  # decoded, EXIF orientation applied
+    # Size of the image as sent; while the pipeline runs, of ``image`` (see ``scale``).
     width: int = 0
     height: int = 0
+    # Decoded pixels per pixel of the file (< 1 for a large JPEG decoded at reduced scale):
+    # faces are found and aligned in ``image``, and reported in the file's pixels.
+    scale: float = 1.0
+    file_size: tuple[int, int] = (0, 0)  # (width, height) of the file as sent
     channels: int = 0  # of the file as sent: 1 grayscale, 3 colour, 4 with alpha
     faces: list[Face] = field(default_factory=list)
     faces_detected: int = 0  # how many faces the detector found, before choosing
@@ -106,6 +111,14 @@ class AnalyzedImage:
     rotation: int = 0  # clockwise degrees that made the faces upright
     error: FaceServiceError | None = None
     took_ms: float = 0.0
+
+    def faces_in_decoded_pixels(self) -> list[Face]:
+        """The faces in the pixels of the decoded ``image`` (to draw on it), after the pipeline
+        has reported them in the file's."""
+        return [
+            replace(face, bbox=face.bbox * self.scale, landmarks=face.landmarks * self.scale)
+            for face in self.faces
+        ]
 
     @property
     def usable(self) -> bool:

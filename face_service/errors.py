@@ -13,6 +13,9 @@ class FaceServiceError(Exception):
     status_code = 500
     retry_after_s: int | None = None
     headers: Mapping[str, str] = MappingProxyType({})
+    # The answer's text when the message itself may name internals (hosts, ports, database
+    # errors): the API logs the message and answers this instead.
+    public_detail: str | None = None
 
 
 class InvalidImageError(FaceServiceError):
@@ -58,6 +61,7 @@ class ModelUnavailableError(FaceServiceError):
 
     status_code = 503
     retry_after_s = 5
+    public_detail = "the models are not available; retry shortly"
 
 
 class ServiceBusyError(FaceServiceError):
@@ -65,6 +69,16 @@ class ServiceBusyError(FaceServiceError):
 
     status_code = 503
     retry_after_s = 1
+
+
+class RateLimitedError(FaceServiceError):
+    """A client past its rate limit (FACE_RATE_LIMIT); Retry-After says when a slot frees."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ModelRepositoryError(FaceServiceError):
@@ -114,6 +128,7 @@ class GalleryError(FaceServiceError):
 
     status_code = 503
     retry_after_s = 5
+    public_detail = "the gallery database is not available; retry shortly"
 
 
 # RFC 6750's challenge: the client learns how to authenticate (a key as Bearer or X-API-Key).

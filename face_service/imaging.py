@@ -7,12 +7,14 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from face_service.errors import ImageTooLargeError, InvalidImageError
+from face_service.memory import note_decoded
 
 # InsightFace's ArcFace template: eye centres, nose tip and mouth corners in a 112x112 crop.
 ARCFACE_TEMPLATE = np.array(
@@ -28,9 +30,48 @@ ARCFACE_TEMPLATE = np.array(
 ARCFACE_SIZE = 112
 
 
-def decode_image(data: bytes, *, field: str, max_pixels: int) -> np.ndarray:
+# Bytes per pixel of Pillow's own storage of a decoded image, by mode (4 for the rest: RGB,
+# RGBA, CMYK, YCbCr, LA, PA, I, F).
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def decode_image(
+    data: bytes,
+    *,
+    field: str,
+    max_pixels: int,
+    max_side: int | None = None,
+    max_bytes: int | None = None,
+) -> np.ndarray:
     """Decodes JPEG, PNG (incl. RGBA, 16-bit), WebP, BMP, GIF, TIFF or grayscale bytes into a BGR
-    uint8 array, with the EXIF orientation applied. Transparent pixels become white."""
+    uint8 array, with the EXIF orientation applied. Transparent pixels become white. See
+    :func:`decode_scaled` for ``max_side`` and ``max_bytes``."""
+    return decode_scaled(
+        data, field=field, max_pixels=max_pixels, max_side=max_side, max_bytes=max_bytes
+    ).image
+
+
+class Decoded(NamedTuple):
+    image: np.ndarray  # BGR uint8
+    scale: float  # decoded pixels per pixel of the file: 1, or 1/2, 1/4, 1/8 for a large JPEG
+    size: tuple[int, int]  # (width, height) of the file as sent, EXIF orientation applied
+
+
+def decode_scaled(
+    data: bytes,
+    *,
+    field: str,
+    max_pixels: int,
+    max_side: int | None = None,
+    max_bytes: int | None = None,
+) -> Decoded:
+    """The image as :func:`decode_image` gives it, the scale it was decoded at (decoded pixels
+    per pixel of the file) and the file's own size (EXIF orientation applied). A JPEG whose
+    long side passes ``max_side`` is decoded at 1/2, 1/4 or 1/8 scale by its own DCT (Pillow's
+    draft mode), never below ``max_side``; other formats at full size. Before any pixel is
+    decoded, the memory that decoding and conversion will take is estimated and refused (413)
+    beyond ``max_bytes``."""
     if not data:
         raise InvalidImageError(f"{field!r} is empty")
     try:
@@ -44,8 +85,24 @@ def decode_image(data: bytes, *, field: str, max_pixels: int) -> np.ndarray:
                     f"{field!r} has {width}x{height} = {width * height} pixels; "
                     f"the limit is {max_pixels}"
                 )
+            long_side = max(width, height)
+            if max_side and image.format == "JPEG" and long_side > max_side:
+                image.draft(
+                    image.mode,
+                    (-(-width * max_side // long_side), -(-height * max_side // long_side)),
+                )
+            scale = image.size[0] / width
+            decoded_size = image.size
+            needed = decode_bytes(image)
+            if max_bytes and needed > max_bytes:
+                raise ImageTooLargeError(
+                    f"{field!r} ({width}x{height}, {image.mode}) needs about {needed >> 20} MiB "
+                    f"to decode; the limit is {max_bytes >> 20} MiB"
+                )
+            note_decoded(image.size[0] * image.size[1])
             image.load()
-            image = ImageOps.exif_transpose(image)
+            # In place: otherwise Pillow copies every image, turned or not.
+            ImageOps.exif_transpose(image, in_place=True)
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"{field!r} is too large to decode: {error}") from error
     except UnidentifiedImageError as error:
@@ -54,7 +111,29 @@ def decode_image(data: bytes, *, field: str, max_pixels: int) -> np.ndarray:
         ) from error
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImageError(f"{field!r} is a corrupt or truncated image: {error}") from error
-    return _to_bgr(image)
+    if image.size != decoded_size:  # turned by its EXIF orientation
+        width, height = height, width
+    return Decoded(_to_bgr(image), scale, (width, height))
+
+
+def decode_bytes(image: Image.Image) -> int:
+    """Peak bytes that decoding ``image`` (opened, not loaded) and converting it to BGR take:
+    Pillow's storage, the intermediate :func:`_to_bgr` makes for its mode, and the result."""
+    pixels = image.size[0] * image.size[1]
+    stored = _STORED_BYTES.get(image.mode, 4)
+    if image.mode in _WIDE_GRAY:
+        intermediate = 4 + 1  # float32 scaling, then 8-bit gray
+    elif _has_alpha(image):
+        intermediate = 4 + (0 if image.mode == "RGBA" else 4)  # white canvas (+ RGBA copy)
+    else:
+        intermediate = 0 if image.mode == "RGB" else 4  # the RGB conversion
+    return pixels * (stored + intermediate + 3)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
 
 
 def image_channels(data: bytes) -> int:
@@ -65,21 +144,41 @@ def image_channels(data: bytes) -> int:
 
 
 def _to_bgr(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    """BGR uint8 with as few full-size copies as the mode allows (see :func:`decode_bytes`)."""
+    if image.mode in _WIDE_GRAY:
         # 16-bit (or 32-bit integer) grayscale: scale to 8 bits instead of clipping.
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        gray = np.clip(np.rint(array * (255.0 / peak)), 0, 255).astype(np.uint8)
+        array = np.asarray(image, dtype=np.float32)
+        if image.mode == "F":
+            gray = np.clip(array, 0, 255).astype(np.uint8)
+        else:
+            peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+            gray = np.clip(np.rint(array * (255.0 / peak)), 0, 255).astype(np.uint8)
+        del array
         return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    if image.mode == "F":
-        gray = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
-        return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    rgb = np.asarray(image.convert("RGB"))
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if _has_alpha(image):
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba)
+        image = canvas
+    elif image.mode != "RGB":
+        image = image.convert("RGB")
+    return _bgr_by_strips(image)
+
+
+# Bytes converted at a time: tobytes() of a whole image holds its chunks and their join at once
+# (twice the result); by strips of about this size, only one strip is held beside the result.
+_STRIP_BYTES = 4 * 1024 * 1024
+
+
+def _bgr_by_strips(image: Image.Image) -> np.ndarray:
+    width, height = image.size
+    bgr = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _STRIP_BYTES // (width * 4))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        strip = image.crop((0, top, width, bottom)).tobytes("raw", "BGR")
+        bgr[top:bottom] = np.frombuffer(strip, np.uint8).reshape(bottom - top, width, 3)
+    return bgr
 
 
 @dataclass(frozen=True)
@@ -106,15 +205,37 @@ def letterbox(image: np.ndarray, size: int) -> Letterbox:
     return Letterbox(canvas=canvas, scale=new_height / height)
 
 
-def pad_to_square(image: np.ndarray, factor: float) -> tuple[np.ndarray, tuple[int, int]]:
+def pad_to_square(
+    image: np.ndarray, factor: float, max_side: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Centres the image on a black square canvas ``factor`` times its long side; returns the
-    canvas and the (x, y) offset of the image in it. SCRFD misses faces that fill the frame."""
+    canvas and the (x, y) offset of the image in it. SCRFD misses faces that fill the frame.
+    See :func:`pad_to_bounded_square` for a canvas of bounded size."""
+    canvas, offset, _ = pad_to_bounded_square(image, factor, max_side)
+    return canvas, offset
+
+
+def pad_to_bounded_square(
+    image: np.ndarray, factor: float, max_side: int | None = None
+) -> tuple[np.ndarray, tuple[int, int], float]:
+    """As :func:`pad_to_square`, and with ``max_side`` the canvas is never larger than that:
+    the image is first shrunk (area averaging) so it fits. Returns the canvas, the image's
+    offset in it and the scale (canvas pixels per image pixel), so that a point p found on the
+    canvas is ``(p - offset) / scale`` in the image. A 60000x800 image would otherwise make a
+    120000-pixel square canvas: 40 GiB."""
     height, width = image.shape[:2]
     side = round(max(height, width) * factor)
+    scale = 1.0
+    if max_side and side > max_side:
+        scale = max_side / side
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        height, width = image.shape[:2]
+        side = max_side
     x0, y0 = (side - width) // 2, (side - height) // 2
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
     canvas[y0 : y0 + height, x0 : x0 + width] = image
-    return canvas, (x0, y0)
+    return canvas, (x0, y0), scale
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -153,7 +274,29 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 def align_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """The 112x112 ArcFace crop for one face's five landmarks."""
     matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE)
+    if max(image.shape[:2]) >= _WARP_MAX_SIDE:
+        image, matrix = _warp_window(image, matrix)
     return cv2.warpAffine(image, matrix, (ARCFACE_SIZE, ARCFACE_SIZE), borderValue=0.0)
+
+
+# OpenCV's warpAffine refuses sources with a side of 32767 pixels or more (SHRT_MAX).
+_WARP_MAX_SIDE = 32767
+
+
+def _warp_window(image: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``image`` that the crop's 112x112 square maps back onto (with a margin for
+    interpolation), and the matrix moved to it: what a very wide or tall image needs."""
+    inverse = cv2.invertAffineTransform(matrix)
+    square = np.array([[0, 0], [ARCFACE_SIZE, 0], [0, ARCFACE_SIZE], [ARCFACE_SIZE] * 2])
+    corners = square @ inverse[:, :2].T + inverse[:, 2]
+    height, width = image.shape[:2]
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - 2, 0, [width - 1, height - 1])
+    x1, y1 = np.clip(
+        np.ceil(corners.max(axis=0)).astype(int) + 2, [x0 + 1, y0 + 1], [width, height]
+    )
+    moved = matrix.copy()
+    moved[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    return image[y0:y1, x0:x1], moved
 
 
 _CV2_ROTATIONS = {

@@ -8,7 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout root (face_service/ sits directly below it): computed here and nowhere else.
@@ -97,11 +98,24 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, gt=0)
     max_images_per_request: int = Field(32, ge=1)
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    # Decoding memory: the bytes one image may take to decode and convert (estimated from its
+    # header before any pixel is decoded; 512 MiB admits every RGB image under max_image_pixels,
+    # at 7 bytes a pixel), and the long side beyond which a JPEG is decoded at 1/2, 1/4 or 1/8
+    # scale (never below it): SCRFD at 640 px finds faces down to ~16 px, 1/40 of the long side,
+    # so at 4096 the smallest face it can find still has ~100 px for ArcFace's 112 px crop.
+    max_decode_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    decode_max_side: int = Field(4096, ge=112)
 
     # Admission: requests running inference at once, and how many may wait for a slot; beyond
     # that the API answers 503 with Retry-After instead of queueing without bound.
     max_concurrent_requests: int = Field(8, ge=1)
     max_queued_requests: int = Field(64, ge=0)
+    # Requests per client (API key, else address) as "N/second", "N/minute", ... joined with ";";
+    # empty: no limit. Off by default: admission control above already keeps the service from
+    # overload whatever the number of clients, and a fair share depends on the deployment (one
+    # batch enroller or many kiosks); a service shared by several clients should set one, e.g.
+    # "20/second;600/minute". Beyond it: 429 with Retry-After. /health* is never limited.
+    rate_limit: str = ""
 
     # API keys (face_service/auth): "auto" requires a key whenever the API listens beyond
     # loopback, "required" always, "disabled" never (logged as a warning at start). The HMAC
@@ -134,6 +148,13 @@ class Settings(BaseSettings):
     # Each enrolled template's aligned face crop (112x112 JPEG, about 4 KB) kept beside it for
     # the thumbnails of the web page (GET /identities/{id}/templates/{template_id}/image).
     gallery_store_face_crops: bool = True
+
+    @field_validator("rate_limit")
+    @classmethod
+    def valid_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            parse_many(value)  # ValueError names what it could not read
+        return value
 
     def intra_op_threads(self) -> int:
         """Threads each onnxruntime session may use: the machine's cores shared by the instances."""

@@ -70,6 +70,15 @@ async def authenticate(request: Request, text: str | None) -> Principal | None:
     return principal
 
 
+def presented_key(request: Request) -> str | None:
+    """The key a request carries (X-API-Key, else a Bearer token), for code that runs before
+    the routes' own dependencies (the rate limit)."""
+    if key := request.headers.get("x-api-key"):
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def check_scope(request: Request, scope: Scope) -> None:
     """403 unless this request's key has ``scope`` (nothing to check while auth is off): for a
     route whose need depends on its body (``/extract`` with ``store=true`` writes)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -27,6 +28,14 @@ def get_admission(request: Request) -> AdmissionLimiter:
     return request.app.state.admission
 
 
+async def admitted(request: Request) -> AsyncIterator[None]:
+    """For routes without inference (gallery reads and writes): the whole request holds an
+    admission slot, so that a burst of them is bounded like any other."""
+    admission: AdmissionLimiter = request.app.state.admission
+    async with admission.slot():
+        yield
+
+
 def get_identification(request: Request) -> Identification:
     return request.app.state.identification
 
@@ -50,3 +59,5 @@ IdentificationDep = Annotated[Identification, Depends(get_identification)]
 GalleryDep = Annotated[Gallery, Depends(get_gallery)]
 TritonDep = Annotated[TritonService, Depends(get_triton)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+# Route dependencies of gallery-only routes.
+ADMITTED = [Depends(admitted)]

@@ -1,11 +1,16 @@
 """The one place where the service's errors become HTTP answers: each FaceServiceError's status,
-its message as ``detail``, and Retry-After for those the client should retry."""
+its message as ``detail``, and Retry-After for those the client should retry; validation errors
+as FastAPI's list, with the offending inputs cut short and made JSON-safe (never echoed raw)."""
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from face_service.errors import FaceServiceError
@@ -20,8 +25,52 @@ async def face_service_error(request: Request, error: FaceServiceError) -> JSONR
         logger.warning("%s %s: %s", request.method, request.url.path, error)
     elif error.status_code >= 500:
         logger.error("%s %s: %s", request.method, request.url.path, error)
-    return JSONResponse({"detail": str(error)}, status_code=error.status_code, headers=headers)
+    # The log has the message; the client gets the public text where internals may show.
+    detail = error.public_detail or str(error)
+    return JSONResponse({"detail": detail}, status_code=error.status_code, headers=headers)
+
+
+# How much of an invalid input a 422 shows: enough to recognise it, never the request back.
+MAX_ECHO_CHARS = 100
+MAX_MESSAGE_CHARS = 300
+MAX_ERRORS = 20
+
+
+def safe_scalar(value: object) -> str | int | float | bool | None:
+    """A JSON-safe, short stand-in for an invalid input: scalars as they are (non-finite floats
+    as text), long text cut, containers and anything else only by their type."""
+    if value is None or isinstance(value, bool | int):
+        return value if not isinstance(value, int) or abs(value) < 2**63 else str(value)[:40]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ECHO_CHARS else value[:MAX_ECHO_CHARS] + "..."
+    return f"<{type(value).__name__}>"
+
+
+def safe_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """FastAPI's validation list (type, loc, msg, input, ctx) with every value JSON-safe."""
+    safe = []
+    for error in list(errors)[:MAX_ERRORS]:
+        item: dict[str, Any] = {
+            "type": str(error.get("type", "value_error")),
+            "loc": [part if isinstance(part, int) else str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", ""))[:MAX_MESSAGE_CHARS],
+        }
+        if "input" in error:
+            item["input"] = safe_scalar(error["input"])
+        if isinstance(error.get("ctx"), dict):
+            item["ctx"] = {str(key): safe_scalar(value) for key, value in error["ctx"].items()}
+        safe.append(item)
+    return safe
+
+
+async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"detail": safe_errors(error.errors())}, status_code=422)
 
 
 def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FaceServiceError, face_service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from face_service.analysis import ImageInput, settings_context
+from face_service.api.json_limits import JSONLimitError, check_text, format_path, parse_json
 from face_service.api.schemas.extract import ExtractJSONCreate
 from face_service.errors import (
     ImageTooLargeError,
@@ -59,6 +60,15 @@ async def read_image(upload: UploadFile, field: str, settings: Settings) -> byte
     return await upload.read()
 
 
+def storable_filename(filename: str | None) -> str | None:
+    """An upload's name as the gallery can store it: control characters (NUL among them) and
+    unpaired surrogates dropped."""
+    if filename is None:
+        return None
+    kept = "".join(c for c in filename if ord(c) >= 32 and not 0xD800 <= ord(c) <= 0xDFFF)
+    return kept or None
+
+
 def validate_options(
     model: type[Options], values: dict[str, object], settings: Settings | None = None
 ) -> Options:
@@ -86,7 +96,7 @@ async def read_multipart(
             part for part in form.getlist(files_field) if isinstance(part, StarletteUploadFile)
         ]
         check_image_count(len(uploads), settings)
-        filenames = [upload.filename for upload in uploads]
+        filenames = [storable_filename(upload.filename) for upload in uploads]
         images: list[ImageInput] = []
         for index, upload in enumerate(uploads):
             try:
@@ -99,6 +109,11 @@ async def read_multipart(
             next(key for key, value in fields.items() if not isinstance(value, str)),
             "expected a form field, got a file",
         )
+    for key, value in fields.items():
+        try:
+            check_text(str(value))
+        except JSONLimitError as error:
+            raise validation_error(key, str(error)) from error
     return images, validate_options(model, fields, settings), filenames
 
 
@@ -107,7 +122,9 @@ async def read_extract_json(
 ) -> tuple[list[ImageInput], ExtractJSONCreate]:
     body = await request.body()
     try:
-        document = await asyncio.to_thread(json.loads, body)
+        document = await asyncio.to_thread(parse_json, body)
+    except JSONLimitError as error:
+        raise validation_error(format_path(error.path) or "body", str(error)) from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidImageError(f"the body is not valid JSON: {error}") from error
     if not isinstance(document, dict):

@@ -15,8 +15,10 @@ from face_service.imaging import (
     ARCFACE_TEMPLATE,
     align_face,
     decode_image,
+    decode_scaled,
     encode_jpeg,
     letterbox,
+    pad_to_bounded_square,
     pad_to_square,
     rotate_clockwise,
     similarity_transform,
@@ -195,3 +197,40 @@ def test_encode_jpeg_round_trips() -> None:
     decoded = cv2.imdecode(np.frombuffer(encode_jpeg(image), np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (20, 30, 3)
     assert np.abs(decoded.astype(int) - image).max() <= 3
+
+
+def test_align_face_in_a_very_wide_image_matches_the_window() -> None:
+    """Past OpenCV's 32767-pixel warp limit the crop is taken from a window around the face;
+    it is the same crop as from the image itself."""
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 255, (300, 300, 3), np.uint8)
+    wide = np.zeros((300, 40000, 3), np.uint8)
+    wide[:, 30000:30300] = face
+    landmarks = ARCFACE_TEMPLATE * 2 + np.array([40, 50], np.float32)
+    expected = align_face(face, landmarks)
+    crop = align_face(wide, landmarks + np.array([30000, 0], np.float32))
+    assert np.abs(crop.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_pad_to_bounded_square_keeps_points_mappable() -> None:
+    image = np.full((800, 60000, 3), 9, np.uint8)
+    canvas, (x0, y0), scale = pad_to_bounded_square(image, 2.0, 4096)
+    assert canvas.shape == (4096, 4096, 3)
+    assert scale == pytest.approx(4096 / 120000)
+    # The image's far corner lands on the canvas where (p - offset) / scale says.
+    assert (np.array([60000, 800]) * scale + [x0, y0]).round().tolist() == [x0 + 2048, y0 + 27]
+    assert canvas[y0 + 5, x0 + 5, 0] == 9
+
+
+def test_large_jpegs_decode_at_reduced_scale_and_memory_is_estimated() -> None:
+    image = np.full((2000, 9000, 3), 90, np.uint8)
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    decoded, scale, size = decode_scaled(data, field="image", max_pixels=LIMIT, max_side=4096)
+    assert size == (9000, 2000)
+    # 1/2, the largest reduction that keeps the long side at 4096 or more.
+    assert decoded.shape == (1000, 4500, 3)
+    assert scale == 0.5
+    full, scale, _ = decode_scaled(data, field="image", max_pixels=LIMIT)
+    assert (full.shape, scale) == ((2000, 9000, 3), 1.0)
+    with pytest.raises(ImageTooLargeError, match="needs about 120 MiB to decode; the limit is 100"):
+        decode_scaled(data, field="image", max_pixels=LIMIT, max_bytes=100 << 20)

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from face_service.api.auth import AUTH_ERRORS, record_targets, require_scope
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses
 from face_service.api.schemas.access import (
     AuditEntryPublic,
@@ -26,7 +27,9 @@ from face_service.gallery import AccessStore, AuditFilter
 MAX_OFFSET = 2**62
 
 router = APIRouter(
-    tags=["access"], responses={**AUTH_ERRORS, **error_responses(404, 409, 422, 503)}
+    route_class=BoundedJSONRoute,
+    tags=["access"],
+    responses={**AUTH_ERRORS, **error_responses(404, 409, 422, 503)},
 )
 
 

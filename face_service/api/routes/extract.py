@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from face_service.analysis import AnalyzedImage, ImageInput
 from face_service.api.auth import AUTH_ERRORS, AuditEvent, check_scope, require_scope
 from face_service.api.deps import AdmissionDep, GalleryDep, PipelineDep, SettingsDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import UPLOAD_ERRORS, multipart_openapi
 from face_service.api.schemas.extract import (
     DrawOptionsCreate,
@@ -39,6 +40,7 @@ from face_service.imaging import encode_jpeg
 CROP_JPEG_QUALITY = 100
 
 router = APIRouter(
+    route_class=BoundedJSONRoute,
     tags=["extract"],
     responses={**AUTH_ERRORS, **UPLOAD_ERRORS},
     dependencies=[require_scope("read")],
@@ -147,7 +149,10 @@ async def draw(
     drawn = await asyncio.to_thread(
         lambda: encode_jpeg(
             draw_faces(
-                image, result.faces, landmarks=options.draw_landmarks, scores=options.draw_scores
+                image,
+                result.faces_in_decoded_pixels(),
+                landmarks=options.draw_landmarks,
+                scores=options.draw_scores,
             )
         )
     )

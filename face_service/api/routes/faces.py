@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from face_service.api.auth import AUTH_ERRORS, require_scope
 from face_service.api.deps import AdmissionDep, PipelineDep, SettingsDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import UPLOAD_ERRORS
 from face_service.api.schemas.faces import EmbeddingPublic, FacePublic, SimilarityPublic
 from face_service.api.uploads import read_image, require_multipart
@@ -16,6 +17,7 @@ from face_service.faces import cosine_similarity
 # The key is checked first (401/403 before anything is read); require_multipart runs before
 # FastAPI validates the File/Form fields: another body is a 415.
 router = APIRouter(
+    route_class=BoundedJSONRoute,
     tags=["faces"],
     responses={**AUTH_ERRORS, **UPLOAD_ERRORS},
     dependencies=[require_scope("read"), Depends(require_multipart)],

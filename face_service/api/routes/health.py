@@ -6,10 +6,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from face_service.api.deps import TritonDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.schemas.health import HealthPublic, LivenessPublic
 from face_service.errors import ModelUnavailableError
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=BoundedJSONRoute, tags=["health"])
 
 
 @router.get(

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from face_service.api.auth import AUTH_ERRORS, require_scope
-from face_service.api.deps import AdmissionDep, IdentificationDep, SettingsDep
+from face_service.api.deps import ADMITTED, AdmissionDep, IdentificationDep, SettingsDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses
 from face_service.api.schemas.faces import FacePublic
 from face_service.api.schemas.identify import (
@@ -24,6 +25,7 @@ from face_service.api.uploads import read_image, require_multipart
 from face_service.identification import IdentifiedFace, unit_vector
 
 router = APIRouter(
+    route_class=BoundedJSONRoute,
     tags=["identify"],
     responses={**AUTH_ERRORS, **error_responses(400, 404, 413, 415, 422, 503)},
     dependencies=[require_scope("read")],
@@ -62,7 +64,12 @@ async def identify(
     )
 
 
-@router.post("/identify/embedding", response_model=IdentifyPublic, summary="1:N for an embedding")
+@router.post(
+    "/identify/embedding",
+    response_model=IdentifyPublic,
+    summary="1:N for an embedding",
+    dependencies=ADMITTED,
+)
 async def identify_embedding(
     query: EmbeddingQuery, identification: IdentificationDep
 ) -> IdentifyPublic:
@@ -103,7 +110,12 @@ async def verify(
     )
 
 
-@router.post("/verify/embedding", response_model=VerifyPublic, summary="1:1 for an embedding")
+@router.post(
+    "/verify/embedding",
+    response_model=VerifyPublic,
+    summary="1:1 for an embedding",
+    dependencies=ADMITTED,
+)
 async def verify_embedding(
     body: EmbeddingVerify, identification: IdentificationDep
 ) -> VerifyPublic:

@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from face_service.analysis import ImageInput
 from face_service.api.auth import AUTH_ERRORS, record_targets, require_scope
-from face_service.api.deps import AdmissionDep, EnrollmentDep, GalleryDep, SettingsDep
+from face_service.api.deps import ADMITTED, AdmissionDep, EnrollmentDep, GalleryDep, SettingsDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses, multipart_openapi
+from face_service.api.schemas import MAX_PAGE_OFFSET
 from face_service.api.schemas.faces import FacePublic
 from face_service.api.schemas.identities import (
     DeletedPublic,
@@ -29,6 +31,7 @@ from face_service.gallery import UNSET, Identity
 from face_service.settings import Settings
 
 router = APIRouter(
+    route_class=BoundedJSONRoute,
     tags=["identities"],
     responses={**AUTH_ERRORS, **error_responses(400, 404, 409, 413, 415, 422, 503)},
 )
@@ -125,7 +128,7 @@ async def add_images(
     "/identities/{identity_id}/templates/{template_id}",
     response_model=IdentityPublic,
     summary="Remove one template of a person",
-    dependencies=[require_scope("write", audit="template.delete")],
+    dependencies=[require_scope("write", audit="template.delete"), *ADMITTED],
 )
 async def delete_template(
     identity_id: str, template_id: str, gallery: GalleryDep
@@ -159,7 +162,7 @@ async def template_image(identity_id: str, template_id: str, gallery: GalleryDep
     "/identities/{identity_id}",
     response_model=IdentityPublic,
     summary="Change name or metadata",
-    dependencies=[require_scope("write", audit="identity.update")],
+    dependencies=[require_scope("write", audit="identity.update"), *ADMITTED],
 )
 async def update_identity(
     identity_id: str, update: IdentityUpdate, gallery: GalleryDep
@@ -180,11 +183,11 @@ async def update_identity(
     "/identities",
     response_model=IdentityPagePublic,
     summary="List people, a page at a time",
-    dependencies=[require_scope("read")],
+    dependencies=[require_scope("read"), *ADMITTED],
 )
 async def list_identities(
     gallery: GalleryDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     name: Annotated[str | None, Query(max_length=200, description="substring, any case")] = None,
 ) -> IdentityPagePublic:
@@ -203,7 +206,7 @@ async def list_identities(
     "/identities/{identity_id}",
     response_model=IdentityPublic,
     summary="One person",
-    dependencies=[require_scope("read")],
+    dependencies=[require_scope("read"), *ADMITTED],
 )
 async def get_identity(identity_id: str, gallery: GalleryDep) -> IdentityPublic:
     identity = await asyncio.to_thread(gallery.get_identity, identity_id=identity_id)
@@ -214,7 +217,7 @@ async def get_identity(identity_id: str, gallery: GalleryDep) -> IdentityPublic:
     "/identities/{identity_id}",
     status_code=204,
     summary="Delete a person",
-    dependencies=[require_scope("write", audit="identity.delete")],
+    dependencies=[require_scope("write", audit="identity.delete"), *ADMITTED],
 )
 async def delete_identity(identity_id: str, gallery: GalleryDep) -> Response:
     await asyncio.to_thread(gallery.delete_identity, identity_id=identity_id)
@@ -225,7 +228,7 @@ async def delete_identity(identity_id: str, gallery: GalleryDep) -> Response:
     "/identities",
     response_model=DeletedPublic,
     summary="Delete every person (admin, with an explicit confirmation)",
-    dependencies=[require_scope("admin", audit="identity.delete_all")],
+    dependencies=[require_scope("admin", audit="identity.delete_all"), *ADMITTED],
 )
 async def delete_all(
     request: Request,
@@ -251,7 +254,7 @@ async def delete_all(
     "/identities/{identity_id}/merge",
     response_model=IdentityPublic,
     summary="Move another person's templates to this one and delete the other",
-    dependencies=[require_scope("write", audit="identity.merge")],
+    dependencies=[require_scope("write", audit="identity.merge"), *ADMITTED],
 )
 async def merge(
     identity_id: str, body: MergeCreate, request: Request, gallery: GalleryDep

@@ -8,23 +8,29 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from face_service.api.auth import AUTH_ERRORS, require_scope
-from face_service.api.deps import GalleryDep
+from face_service.api.deps import ADMITTED, GalleryDep
+from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses
+from face_service.api.schemas import MAX_PAGE_OFFSET
 from face_service.api.schemas.records import RecordPagePublic, RecordPublic
 
-router = APIRouter(tags=["records"], responses={**AUTH_ERRORS, **error_responses(404, 422, 503)})
+router = APIRouter(
+    route_class=BoundedJSONRoute,
+    tags=["records"],
+    responses={**AUTH_ERRORS, **error_responses(404, 422, 503)},
+)
 
 
 @router.get(
     "/records",
     response_model=RecordPagePublic,
     summary="Detection records by file name",
-    dependencies=[require_scope("read")],
+    dependencies=[require_scope("read"), *ADMITTED],
 )
 async def find_records(
     gallery: GalleryDep,
     filename: Annotated[str | None, Query(max_length=1000, description="substring")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_PAGE_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> RecordPagePublic:
     items, total = await asyncio.to_thread(
@@ -39,7 +45,7 @@ async def find_records(
     "/records/{record_id}",
     response_model=RecordPublic,
     summary="One detection record",
-    dependencies=[require_scope("read")],
+    dependencies=[require_scope("read"), *ADMITTED],
 )
 async def get_record(record_id: str, gallery: GalleryDep) -> RecordPublic:
     return RecordPublic.from_record(
@@ -51,7 +57,7 @@ async def get_record(record_id: str, gallery: GalleryDep) -> RecordPublic:
     "/records/{record_id}",
     status_code=204,
     summary="Delete a detection record",
-    dependencies=[require_scope("write", audit="record.delete")],
+    dependencies=[require_scope("write", audit="record.delete"), *ADMITTED],
 )
 async def delete_record(record_id: str, gallery: GalleryDep) -> Response:
     await asyncio.to_thread(gallery.delete_record, record_id=record_id)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from face_service.api.json_limits import check_json_value, parse_json
 from face_service.api.schemas.faces import FacePublic
 from face_service.gallery import Identity
 
@@ -27,7 +28,10 @@ def check_name(name: str | None) -> str | None:
 
 
 def check_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    size = len(json.dumps(metadata, ensure_ascii=False).encode())
+    """Metadata within its bounds: depth, finite numbers (a NaN would be stored as null), size.
+    A bound passed raises ValueError, which validation reports under ``metadata``."""
+    check_json_value(metadata)
+    size = len(json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode())
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     return metadata
@@ -51,7 +55,7 @@ class IdentityCreateForm(BaseModel):
     def parse_metadata(cls, value: object) -> object:
         if isinstance(value, str):
             try:
-                value = json.loads(value) if value.strip() else {}
+                value = parse_json(value) if value.strip() else {}
             except json.JSONDecodeError as error:
                 raise ValueError(f"metadata is not valid JSON: {error}") from error
         if not isinstance(value, dict):
