@@ -3,7 +3,13 @@ typed results (face_client.models), typed errors (face_client.errors), retries o
 (face_client.retry). The ``face`` command line (face_client.cli) is built on it."""
 
 from face_client.aio import AsyncClient
-from face_client.calls import UNSET, DetectionOptions, ImageSource
+from face_client.calls import (
+    DELETE_ALL_CONFIRMATION,
+    UNSET,
+    AuditFilter,
+    DetectionOptions,
+    ImageSource,
+)
 from face_client.client import Client
 from face_client.errors import (
     AuthError,
@@ -24,9 +30,11 @@ from face_client.errors import (
 from face_client.retry import NO_RETRY, RetryPolicy
 
 __all__ = [
+    "DELETE_ALL_CONFIRMATION",
     "NO_RETRY",
     "UNSET",
     "AsyncClient",
+    "AuditFilter",
     "AuthError",
     "BadRequest",
     "Client",

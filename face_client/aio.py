@@ -15,7 +15,14 @@ from typing import Any, TypeVar, Unpack
 import httpx
 
 from face_client import calls, models
-from face_client.calls import UNSET, Call, DetectionOptions, ImageSource, Unset
+from face_client.calls import (
+    UNSET,
+    AuditFilter,
+    Call,
+    DetectionOptions,
+    ImageSource,
+    Unset,
+)
 from face_client.retry import RetryPolicy
 from face_client.transport import (
     Settings,
@@ -32,7 +39,8 @@ T = TypeVar("T")
 
 class AsyncClient:
     """``url`` defaults to $FACE_URL, then http://127.0.0.1:3000; ``api_key`` to $FACE_API_KEY.
-    ``transport``: an httpx transport (tests pass httpx.MockTransport)."""
+    ``transport``: an httpx transport (tests pass httpx.MockTransport); ``http``: an httpx
+    client of the caller's to send with instead of the client's own (not closed by it)."""
 
     def __init__(
         self,
@@ -42,14 +50,13 @@ class AsyncClient:
         timeout_s: float | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = Settings.resolve(url, api_key, timeout_s, retry)
-        self.http = httpx.AsyncClient(
-            base_url=self.settings.url,
-            headers=self.settings.headers(),
-            timeout=self.settings.timeout_s,
-            transport=transport,
-        )
+        # A caller's own httpx client (proxies, TLS, an app's test client) stays the caller's.
+        self.owns_http = http is None
+        self.http = http or httpx.AsyncClient(timeout=self.settings.timeout_s, transport=transport)
+        self.headers = self.settings.headers()
         self.sleep = asyncio.sleep  # replaceable, for tests
 
     async def __aenter__(self) -> AsyncClient:
@@ -64,7 +71,8 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self.owns_http:
+            await self.http.aclose()
 
     async def send(self, call: Call[T]) -> T:
         policy = self.settings.retry
@@ -74,7 +82,10 @@ class AsyncClient:
             attempt += 1
             try:
                 response = await self.http.request(
-                    call.method, call.path, **request_arguments(call)
+                    call.method,
+                    self.settings.url + call.path,
+                    headers=self.headers,
+                    **request_arguments(call),
                 )
             except httpx.TransportError as error:
                 wait = policy.delay(attempt - 1, None)
@@ -187,7 +198,8 @@ class AsyncClient:
         await self.send(calls.delete_identity(identity_id))
 
     async def delete_all_identities(self, *, confirm: str) -> models.Deleted:
-        """Empties the gallery; ``confirm`` is the confirmation value the service asks for."""
+        """Empties the gallery. ``confirm`` must be the value the service asks for: spelled out
+        (DELETE_ALL_CONFIRMATION) so that no call does this by accident."""
         return await self.send(calls.delete_all_identities(confirm))
 
     async def delete_template(self, identity_id: str, template_id: str) -> models.Identity:
@@ -244,15 +256,18 @@ class AsyncClient:
     # -- API keys and the audit log (admin scope)
 
     async def create_key(self, name: str, scopes: Sequence[str]) -> models.CreatedKey:
-        """A new key; its secret (``.key``) is shown this once."""
+        """A new key with ``scopes`` (read, write, admin); its secret (``.key``) is in this
+        answer only."""
         return await self.send(calls.create_key(name, scopes))
 
-    async def list_keys(self) -> list[models.ApiKey]:
-        return await self.send(calls.list_keys())
+    async def list_keys(self, *, include_revoked: bool = False) -> list[models.ApiKey]:
+        return await self.send(calls.list_keys(include_revoked))
 
-    async def revoke_key(self, key: str) -> None:
-        """``key``: what GET /keys identifies it by (its id or name)."""
-        await self.send(calls.revoke_key(key))
+    async def revoke_key(self, key_id: str) -> models.ApiKey:
+        return await self.send(calls.revoke_key(key_id))
 
-    async def audit(self, *, offset: int = 0, limit: int = 100, **filters: Any) -> models.AuditPage:
+    async def audit(
+        self, *, offset: int = 0, limit: int = 100, **filters: Unpack[AuditFilter]
+    ) -> models.AuditPage:
+        """The audit log of writes, newest first."""
         return await self.send(calls.audit(offset, limit, filters))

@@ -9,6 +9,7 @@ import mimetypes
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Generic, TypedDict, TypeVar
 from urllib.parse import quote
@@ -225,6 +226,10 @@ def delete_identity(identity_id: str) -> Call[None]:
     return Call("DELETE", f"/identities/{segment(identity_id)}", no_content)
 
 
+# The value DELETE /identities asks for in ?confirm= (issue 10: no longer any truthy string).
+DELETE_ALL_CONFIRMATION = "delete-all-identities"
+
+
 def delete_all_identities(confirm: str) -> Call[models.Deleted]:
     return Call("DELETE", "/identities", model(models.Deleted), params={"confirm": confirm})
 
@@ -319,30 +324,37 @@ def live() -> Call[models.Liveness]:
 # -- API keys and the audit log (admin scope)
 
 
-def parse_keys(response: httpx.Response) -> list[models.ApiKey]:
-    body = response.json()
-    items = body.get("items", body.get("keys", [])) if isinstance(body, dict) else body
-    return [models.ApiKey.model_validate(item) for item in items]
-
-
 def create_key(name: str, scopes: Sequence[str]) -> Call[models.CreatedKey]:
     body = {"name": name, "scopes": list(scopes)}
     return Call("POST", "/keys", model(models.CreatedKey), json=body)
 
 
-def list_keys() -> Call[list[models.ApiKey]]:
-    return Call("GET", "/keys", parse_keys)
+def parse_keys(response: httpx.Response) -> list[models.ApiKey]:
+    return [models.ApiKey.model_validate(item) for item in response.json()["items"]]
 
 
-def revoke_key(key: str) -> Call[None]:
-    return Call("DELETE", f"/keys/{segment(key)}", no_content)
+def list_keys(include_revoked: bool) -> Call[list[models.ApiKey]]:
+    params = {"revoked": "true"} if include_revoked else None
+    return Call("GET", "/keys", parse_keys, params=params)
 
 
-def parse_audit(response: httpx.Response) -> models.AuditPage:
-    body = response.json()
-    return models.AuditPage.model_validate({"items": body} if isinstance(body, list) else body)
+def revoke_key(key_id: str) -> Call[models.ApiKey]:
+    return Call("DELETE", f"/keys/{segment(key_id)}", model(models.ApiKey))
 
 
-def audit(offset: int, limit: int, filters: dict[str, Any]) -> Call[models.AuditPage]:
-    params = form({"offset": offset, "limit": limit, **filters})
-    return Call("GET", "/audit", parse_audit, params=params)
+class AuditFilter(TypedDict, total=False):
+    """GET /audit's filters: a key's name, an action (e.g. identity.delete), an id the write
+    touched, and a time range (``since`` inclusive)."""
+
+    principal: str
+    action: str
+    target: str
+    since: datetime
+    until: datetime
+
+
+def audit(offset: int, limit: int, filters: AuditFilter) -> Call[models.AuditPage]:
+    values: dict[str, Any] = {"offset": offset, "limit": limit}
+    for key, value in filters.items():
+        values[key] = value.isoformat() if isinstance(value, datetime) else value
+    return Call("GET", "/audit", model(models.AuditPage), params=form(values))

@@ -16,7 +16,14 @@ from typing import Any, TypeVar, Unpack
 import httpx
 
 from face_client import calls, models
-from face_client.calls import UNSET, Call, DetectionOptions, ImageSource, Unset
+from face_client.calls import (
+    UNSET,
+    AuditFilter,
+    Call,
+    DetectionOptions,
+    ImageSource,
+    Unset,
+)
 from face_client.retry import RetryPolicy
 from face_client.transport import (
     Settings,
@@ -33,7 +40,8 @@ T = TypeVar("T")
 
 class Client:
     """``url`` defaults to $FACE_URL, then http://127.0.0.1:3000; ``api_key`` to $FACE_API_KEY.
-    ``transport``: an httpx transport (tests pass httpx.MockTransport)."""
+    ``transport``: an httpx transport (tests pass httpx.MockTransport); ``http``: an httpx
+    client of the caller's to send with instead of the client's own (not closed by it)."""
 
     def __init__(
         self,
@@ -43,14 +51,13 @@ class Client:
         timeout_s: float | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
         self.settings = Settings.resolve(url, api_key, timeout_s, retry)
-        self.http = httpx.Client(
-            base_url=self.settings.url,
-            headers=self.settings.headers(),
-            timeout=self.settings.timeout_s,
-            transport=transport,
-        )
+        # A caller's own httpx client (proxies, TLS, an app's test client) stays the caller's.
+        self.owns_http = http is None
+        self.http = http or httpx.Client(timeout=self.settings.timeout_s, transport=transport)
+        self.headers = self.settings.headers()
         self.sleep = time.sleep  # replaceable, for tests
 
     def __enter__(self) -> Client:
@@ -65,7 +72,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self.http.close()
+        if self.owns_http:
+            self.http.close()
 
     def send(self, call: Call[T]) -> T:
         policy = self.settings.retry
@@ -74,7 +82,12 @@ class Client:
         while True:
             attempt += 1
             try:
-                response = self.http.request(call.method, call.path, **request_arguments(call))
+                response = self.http.request(
+                    call.method,
+                    self.settings.url + call.path,
+                    headers=self.headers,
+                    **request_arguments(call),
+                )
             except httpx.TransportError as error:
                 wait = policy.delay(attempt - 1, None)
                 if connect_retryable(call, policy, error) and policy.should_retry(
@@ -181,7 +194,8 @@ class Client:
         self.send(calls.delete_identity(identity_id))
 
     def delete_all_identities(self, *, confirm: str) -> models.Deleted:
-        """Empties the gallery; ``confirm`` is the confirmation value the service asks for."""
+        """Empties the gallery. ``confirm`` must be the value the service asks for: spelled out
+        (DELETE_ALL_CONFIRMATION) so that no call does this by accident."""
         return self.send(calls.delete_all_identities(confirm))
 
     def delete_template(self, identity_id: str, template_id: str) -> models.Identity:
@@ -238,15 +252,18 @@ class Client:
     # -- API keys and the audit log (admin scope)
 
     def create_key(self, name: str, scopes: Sequence[str]) -> models.CreatedKey:
-        """A new key; its secret (``.key``) is shown this once."""
+        """A new key with ``scopes`` (read, write, admin); its secret (``.key``) is in this
+        answer only."""
         return self.send(calls.create_key(name, scopes))
 
-    def list_keys(self) -> list[models.ApiKey]:
-        return self.send(calls.list_keys())
+    def list_keys(self, *, include_revoked: bool = False) -> list[models.ApiKey]:
+        return self.send(calls.list_keys(include_revoked))
 
-    def revoke_key(self, key: str) -> None:
-        """``key``: what GET /keys identifies it by (its id or name)."""
-        self.send(calls.revoke_key(key))
+    def revoke_key(self, key_id: str) -> models.ApiKey:
+        return self.send(calls.revoke_key(key_id))
 
-    def audit(self, *, offset: int = 0, limit: int = 100, **filters: Any) -> models.AuditPage:
+    def audit(
+        self, *, offset: int = 0, limit: int = 100, **filters: Unpack[AuditFilter]
+    ) -> models.AuditPage:
+        """The audit log of writes, newest first."""
         return self.send(calls.audit(offset, limit, filters))

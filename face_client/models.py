@@ -179,18 +179,16 @@ class Liveness(Model):
     status: str
 
 
-# -- API keys and the audit log (issue 10's routes; the shared contract names the scopes only,
-# so every field beyond those is optional and anything else the service sends is kept)
+# -- API keys and the audit log (issue 10's routes, admin scope)
 
 
 class ApiKey(Model):
     """A key as listed: never its secret."""
 
+    key_id: str
     name: str
     scopes: list[str] = Field(default_factory=list)
-    key_id: str | None = None
     created_at: datetime | None = None
-    last_used_at: datetime | None = None
     revoked_at: datetime | None = None
 
 
@@ -201,17 +199,19 @@ class CreatedKey(ApiKey):
 
 
 class AuditEntry(Model):
-    at: datetime | None = None
+    """One write: who (the key's name), what, which ids, when, from where. Never images."""
+
+    seq: int | None = None
+    at: datetime
     principal: str | None = None
-    action: str | None = None
-    method: str | None = None
-    path: str | None = None
+    key_id: str | None = None
+    action: str
     status: int | None = None
     client: str | None = None
+    method: str | None = None
+    path: str | None = None
+    targets: dict[str, Any] = Field(default_factory=dict)
 
 
-class AuditPage(Model):
+class AuditPage(Page):
     items: list[AuditEntry]
-    total: int | None = None
-    offset: int | None = None
-    limit: int | None = None

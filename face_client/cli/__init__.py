@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -73,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         suffix = f" (HTTP {status})" if status else ""
         sys.stderr.write(f"face: error: {message}{suffix}\n")
         return int(exit_code(error))
+    except BrokenPipeError:
+        # The reader went away (`face export - | head`): stop quietly, as a killed pipe does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         sys.stderr.write("face: interrupted\n")
         return 130

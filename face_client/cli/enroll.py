@@ -61,15 +61,24 @@ class Outcome:
     lines: list[dict[str, Any]] = field(default_factory=list)
 
     def image(self, person: Person, file: str, status: str, reason: str | None = None) -> None:
+        """One file's outcome; a skipped one is reported at once with its reason (files
+        already enrolled are reported per person, by ``already``)."""
         self.images[status] += 1
         entry: dict[str, Any] = {"identity_id": person.identity_id, "file": file, "status": status}
         if reason:
+            reason = re.sub(r"'images\[\d+\]'", "file", reason)
             entry["reason"] = reason
             if status == "skipped":
                 self.reasons[short_reason(reason)] += 1
         self.lines.append(entry)
-        if status != "enrolled":
-            say(f"{status:8} {person.label}/{file}: {reason}", error=status == "skipped")
+        if status == "skipped":
+            say(f"skipped  {person.label}/{file}: {reason}", error=True)
+
+    def already(self, person: Person, files: list[str]) -> None:
+        for file in files:
+            self.image(person, file, "already", ALREADY)
+        if files:
+            say(f"present  {person.label}: {len(files)} file(s) {ALREADY}")
 
     @property
     def failed(self) -> bool:
@@ -77,8 +86,8 @@ class Outcome:
 
 
 def short_reason(reason: str) -> str:
-    """Reasons grouped for the summary: 'no face found in ...' counts as 'no face found'."""
-    return re.sub(r"\s*\(.*|\s+in '.*", "", reason).split(":")[0].strip()[:60]
+    """Reasons grouped for the summary, without their details in parentheses."""
+    return re.sub(r"\s*\(.*", "", reason).split(":")[0].strip()[:60]
 
 
 def read_person_file(folder: Path) -> tuple[str | None, dict[str, Any] | None]:
@@ -169,12 +178,8 @@ class Enroller:
         except NotFound:
             existing = None
         present = {t.source for t in existing.templates} if existing else set()
-        missing = []
-        for file in person.images:
-            if file.name in present:
-                self.outcome.image(person, file.name, "already", ALREADY)
-            else:
-                missing.append(file)
+        missing = [file for file in person.images if file.name not in present]
+        self.outcome.already(person, [f.name for f in person.images if f.name in present])
         if existing is not None:
             await self.update(person, existing)
         if not person.photos:
@@ -193,7 +198,7 @@ class Enroller:
         if self.dry_run:
             verb = "would add" if existing else "would enroll"
             say(f"{verb} {person.label}: {', '.join(f.name for f in missing)}")
-            self.outcome.people["added" if existing else "created"] += 1
+            self.outcome.people["added to" if existing else "created"] += 1
             self.outcome.images["would enroll"] += len(missing)
             return
         self.bar.total += len(missing)
@@ -206,9 +211,9 @@ class Enroller:
             enrolled += enrolled_now
             self.bar.update(len(batch))
         if enrolled:
-            self.outcome.people["added" if existing else "created"] += 1
-        elif existing is None:
-            self.outcome.people["failed"] += 1
+            self.outcome.people["added to" if existing else "created"] += 1
+        else:
+            self.outcome.people["unchanged" if existing else "failed"] += 1
 
     async def upload(self, person: Person, batch: list[Path], created: bool) -> tuple[int, bool]:
         """One request for ``batch``: creates the identity unless ``created``; returns how many

@@ -45,12 +45,29 @@ def face_line(number: int, face: IdentifiedFace) -> str:
     return f"  face {number} {box(face.bbox)}: unknown{hint}"
 
 
+class InOrder:
+    """Prints answers in the order of the arguments, each as soon as those before it are."""
+
+    def __init__(self) -> None:
+        self.ready: dict[int, tuple[str, bool]] = {}
+        self.next = 0
+
+    def put(self, index: int, text: str, *, error: bool = False) -> None:
+        self.ready[index] = (text, error)
+        while self.next in self.ready:
+            line, is_error = self.ready.pop(self.next)
+            say(line, error=is_error)
+            self.next += 1
+
+
 async def identify(args: argparse.Namespace) -> Exit:
     files = existing_files(args.photos)
     failed = 0
+    printer = InOrder()
 
-    async def one(file: Path) -> None:
+    async def one(item: tuple[int, Path]) -> None:
         nonlocal failed
+        index, file = item
         data = await asyncio.to_thread(file.read_bytes)
         try:
             result = await client.identify(
@@ -61,20 +78,20 @@ async def identify(args: argparse.Namespace) -> Exit:
                 raise
             failed += 1
             if args.json:
-                say(json.dumps({"file": str(file), "error": describe(error)}))
+                printer.put(index, json.dumps({"file": str(file), "error": describe(error)}))
             else:
-                say(f"{file}: {describe(error)}", error=True)
+                printer.put(index, f"{file}: {describe(error)}", error=True)
             return
         if args.json:
-            say(json.dumps({"file": str(file), **result.model_dump(mode="json")}))
+            printer.put(index, json.dumps({"file": str(file), **result.model_dump(mode="json")}))
             return
         count = len(result.faces)
         lines = [f"{file}: {count} face{'s' if count != 1 else ''}"]
         lines += [face_line(n, face) for n, face in enumerate(result.faces, 1)]
-        say("\n".join(lines))
+        printer.put(index, "\n".join(lines))
 
     async with make_client(args) as client:
-        await bounded(files, one, args.concurrency)
+        await bounded(enumerate(files), one, args.concurrency)
     return Exit.ITEMS_FAILED if failed else Exit.OK
 
 

@@ -31,8 +31,8 @@ from face_client import (
     TooLarge,
     Unauthorized,
     Unavailable,
-    UnsupportedMedia,
     Unprocessable,
+    UnsupportedMedia,
 )
 from face_client.retry import parse_retry_after
 
@@ -261,9 +261,9 @@ def test_requests_are_shaped_as_the_api_reads_them() -> None:
 
 
 def test_an_unreachable_service_is_a_connection_failure() -> None:
-    with Client("http://127.0.0.1:9", timeout_s=2, retry=NO_RETRY) as face:
-        with pytest.raises(ConnectionFailed, match="cannot be reached") as raised:
-            face.live()
+    face = Client("http://127.0.0.1:9", timeout_s=2, retry=NO_RETRY)
+    with face, pytest.raises(ConnectionFailed, match="cannot be reached") as raised:
+        face.live()
     assert raised.value.status is None
 
 
