@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from face_client import models
+import face_client.models as models
 
 T = TypeVar("T")
 

@@ -15,7 +15,8 @@ from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from face_client import calls, models
+import face_client.calls as calls
+import face_client.models as models
 from face_client.calls import (
     UNSET,
     AuditFilter,

@@ -307,3 +307,15 @@ def test_iter_identities_walks_every_page() -> None:
     with client(handler) as face:
         ids = [i.identity_id for i in face.iter_identities(page_size=2)]
     assert ids == ["p0", "p1", "p2", "p3", "p4"]
+
+
+def test_the_client_stands_alone_without_the_service_code() -> None:
+    """face_client imports nothing of the service: it installs and runs on httpx, pydantic and
+    tqdm only."""
+    from tests.unit.test_architecture import import_graph
+
+    graph = import_graph()
+    client_modules = [name for name in graph if name.split(".")[0] == "face_client"]
+    assert len(client_modules) >= 12
+    for name in client_modules:
+        assert all(imported.split(".")[0] == "face_client" for imported in graph[name]), name
