@@ -279,7 +279,8 @@ def summary(outcome: Outcome, *, dry_run: bool) -> str:
     ]
     text = f"{'dry run: ' if dry_run else ''}people: {people}; images: {', '.join(parts)}"
     if outcome.reasons:
-        text += "\nskipped: " + "; ".join(f"{n} {r}" for r, n in outcome.reasons.most_common())
+        reasons = outcome.reasons.most_common()
+        text += "\nskipped by reason: " + "; ".join(f"{r} ({n})" for r, n in reasons)
     return text
 
 
