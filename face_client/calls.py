@@ -239,6 +239,13 @@ def delete_template(identity_id: str, template_id: str) -> Call[models.Identity]
     return Call("DELETE", path, model(models.Identity))
 
 
+def template_image(identity_id: str, template_id: str) -> Call[bytes]:
+    """The aligned face crop (112x112 JPEG) the service keeps with a template, when it does
+    (FACE_GALLERY_STORE_FACE_CROPS); a 404 when it has none."""
+    path = f"/identities/{segment(identity_id)}/templates/{segment(template_id)}/image"
+    return Call("GET", path, lambda response: response.content)
+
+
 def merge(identity_id: str, source_id: str) -> Call[models.Identity]:
     return Call(
         "POST",

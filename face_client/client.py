@@ -202,6 +202,10 @@ class Client:
     def delete_template(self, identity_id: str, template_id: str) -> models.Identity:
         return self.send(calls.delete_template(identity_id, template_id))
 
+    def template_image(self, identity_id: str, template_id: str) -> bytes:
+        """The template's aligned face crop as JPEG (NotFound when the service keeps none)."""
+        return self.send(calls.template_image(identity_id, template_id))
+
     def merge(self, identity_id: str, source_id: str) -> models.Identity:
         """Moves ``source_id``'s templates to ``identity_id`` and deletes ``source_id``."""
         return self.send(calls.merge(identity_id, source_id))

@@ -38,17 +38,37 @@ NO_PHOTO = "no photo to enroll from (--photos DIR)"
 MAX_BATCH = 32  # the service's default FACE_MAX_IMAGES_PER_REQUEST
 
 
+@dataclass(frozen=True)
+class Photo:
+    """One image to enroll: ``name`` becomes the template's source (what a later run matches
+    on); its bytes are in ``path`` or ``data`` (an exported face crop), or nowhere (import
+    without the photo: it can only be found present)."""
+
+    name: str
+    path: Path | None = None
+    data: bytes | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None or self.data is not None
+
+    async def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return await asyncio.to_thread(self.path.read_bytes)
+
+
 @dataclass
 class Person:
     """Who to enroll and from which files; ``name``/``metadata`` None: not specified."""
 
     identity_id: str
     label: str  # how reports name the person's files (the folder)
-    images: list[Path] = field(default_factory=list)
+    images: list[Photo] = field(default_factory=list)
     name: str | None = None
     metadata: dict[str, Any] | None = None
     problem: str | None = None  # the whole person is skipped, with this reason
-    photos: bool = True  # False: ``images`` are names to look for, without files (import)
 
 
 @dataclass
@@ -133,7 +153,7 @@ def scan(root: Path, outcome: Outcome) -> list[Person]:
             if file.name.startswith(".") or file.name == PERSON_FILE:
                 continue
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
-                person.images.append(file)
+                person.images.append(Photo(file.name, path=file))
             elif person.problem is None:
                 kind = (
                     "a folder"
@@ -182,12 +202,10 @@ class Enroller:
         self.outcome.already(person, [f.name for f in person.images if f.name in present])
         if existing is not None:
             await self.update(person, existing)
-        if not person.photos:
-            for file in missing:
-                self.outcome.image(
-                    person, file.name, "skipped", "no photo to enroll from (--photos DIR)"
-                )
-            missing = []
+        for photo in missing:
+            if not photo.available:
+                self.outcome.image(person, photo.name, "skipped", NO_PHOTO)
+        missing = [photo for photo in missing if photo.available]
         if not missing:
             if existing is None:
                 self.outcome.people["failed"] += 1
@@ -215,10 +233,10 @@ class Enroller:
         else:
             self.outcome.people["unchanged" if existing else "failed"] += 1
 
-    async def upload(self, person: Person, batch: list[Path], created: bool) -> tuple[int, bool]:
+    async def upload(self, person: Person, batch: list[Photo], created: bool) -> tuple[int, bool]:
         """One request for ``batch``: creates the identity unless ``created``; returns how many
         images were enrolled and whether the identity exists now."""
-        images = [(f.name, await asyncio.to_thread(f.read_bytes)) for f in batch]
+        images = [(photo.name, await photo.read()) for photo in batch]
         try:
             if created:
                 result = await self.call(self.client.add_images, person.identity_id, images)

@@ -1,22 +1,29 @@
 """``face list``, ``face export`` and ``face import``: the gallery as a table or as JSON Lines.
 
 The API returns no template embeddings, so an export holds each identity's id, name, metadata,
-dates and templates (id, source file name, date). ``import`` re-creates identities from it:
-name and metadata as exported, templates re-enrolled from the photos they came from (``--photos
-DIR`` with DIR/<identity_id>/<source>, the layout ``face enroll`` reads), so new template ids."""
+dates and templates (id, source file name, date), and with ``--faces`` each template's stored
+face crop (112x112 JPEG) where the service keeps them. ``import`` re-creates identities from it:
+name and metadata as exported, each template re-enrolled from the photo it came from
+(``--photos DIR``: DIR/<identity_id>/<source>, the layout ``face enroll`` reads), else from its
+exported face crop. Templates are new (new ids, embeddings computed again); matching by source
+name makes a second import add nothing."""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from face_client.aio import AsyncClient
 from face_client.cli.common import Exit, UsageError, make_client, say
-from face_client.cli.enroll import IDENTITY_ID, Outcome, Person, add_enroll_arguments
+from face_client.cli.enroll import IDENTITY_ID, Outcome, Person, Photo, add_enroll_arguments
 from face_client.cli.enroll import enroll_people as enroll_people
 from face_client.cli.photos import open_output
+from face_client.errors import NotFound
+from face_client.models import Identity
 
 
 async def list_identities(args: argparse.Namespace) -> Exit:
@@ -35,24 +42,43 @@ async def list_identities(args: argparse.Namespace) -> Exit:
     return Exit.OK
 
 
+async def face_crops(client: AsyncClient, identity: Identity) -> dict[str, str | None]:
+    """Template id -> its stored face crop as base64 JPEG (None where the service has none)."""
+    crops: dict[str, str | None] = {}
+    for template in identity.templates:
+        try:
+            jpeg = await client.template_image(identity.identity_id, template.template_id)
+            crops[template.template_id] = base64.b64encode(jpeg).decode("ascii")
+        except NotFound:
+            crops[template.template_id] = None
+    return crops
+
+
 async def export(args: argparse.Namespace) -> Exit:
     out = open_output(args.out)
-    count = 0
+    count = missing = 0
     try:
         async with make_client(args) as client:
             async for identity in client.iter_identities(name=args.name):
-                out.write(json.dumps(identity.model_dump(mode="json")) + "\n")
+                line = identity.model_dump(mode="json")
+                if args.faces:
+                    crops = await face_crops(client, identity)
+                    missing += sum(crop is None for crop in crops.values())
+                    for template in line["templates"]:
+                        template["face_jpeg"] = crops[template["template_id"]]
+                out.write(json.dumps(line) + "\n")
                 count += 1
     finally:
         if out is not sys.stdout:
             out.close()
-    say(f"exported {count} identities", error=args.out == "-")
+    note = f" ({missing} templates without a stored face crop)" if missing else ""
+    say(f"exported {count} identities{note}", error=args.out == "-")
     return Exit.OK
 
 
 def read_export(path: Path, photos: Path | None, outcome: Outcome) -> list[Person]:
-    """People from an export's lines; each template's source is looked for as a file in
-    photos/<identity_id>/."""
+    """People from an export's lines. Each template is re-enrolled from its source photo,
+    photos/<identity_id>/<source>, else from the face crop the export holds (--faces)."""
     if not path.is_file():
         raise UsageError(f"no such file: {path}")
     people = []
@@ -72,20 +98,19 @@ def read_export(path: Path, photos: Path | None, outcome: Outcome) -> list[Perso
             name=entry.get("name"),
             metadata=entry.get("metadata") or {},
         )
-        sources = [t.get("source") for t in entry.get("templates", [])]
-        for source in sources:
-            if not source:
-                outcome.image(person, "(template without a source)", "skipped", "no source file")
-                continue
-            file = photos / identity_id / Path(source).name if photos else None
-            if file is None:
-                # Without photos a source can only be found present in the gallery.
-                person.images.append(Path(Path(source).name))
-                person.photos = False
-            elif file.is_file():
-                person.images.append(file)
+        for number_in_line, template in enumerate(entry.get("templates", [])):
+            # The name a template is matched on: its source, else one made from its id.
+            name = Path(
+                template.get("source") or f"{template.get('template_id', number_in_line)}.jpg"
+            ).name
+            file = photos / identity_id / name if photos else None
+            if file is not None and file.is_file():
+                person.images.append(Photo(name, path=file))
+            elif template.get("face_jpeg"):
+                person.images.append(Photo(name, data=base64.b64decode(template["face_jpeg"])))
             else:
-                outcome.image(person, source, "skipped", f"not found in {photos / identity_id}")
+                # Neither photo nor crop: it can only be found present in the gallery.
+                person.images.append(Photo(name))
         people.append(person)
     return people
 
@@ -112,6 +137,12 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     command.add_argument("out", metavar="OUT", help="output file, - for stdout")
     command.add_argument("--name", help="only identities whose name contains this")
+    command.add_argument(
+        "--faces",
+        action="store_true",
+        help="include each template's stored face crop (112x112 JPEG, base64): import can "
+        "re-enroll from it when the original photo is not at hand",
+    )
     command.set_defaults(run=export)
 
     command = commands.add_parser(
@@ -121,7 +152,8 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--photos",
         metavar="DIR",
-        help="DIR/<identity_id>/<source>: the photos to re-enroll the templates from",
+        help="DIR/<identity_id>/<source>: the photos to re-enroll the templates from (else "
+        "the export's face crops, if it has them)",
     )
     add_enroll_arguments(command)
     command.set_defaults(run=import_)

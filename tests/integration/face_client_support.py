@@ -49,7 +49,18 @@ def client_service(service: ServiceProcess, work_dir: Path, **env: str) -> Itera
         yield running
 
 
+TEMPLATE_IMAGE_ROUTE = "/identities/{identity_id}/templates/{template_id}/image"
+
+
+def has_route(url: str, path: str) -> bool:
+    return path in httpx.get(f"{url}/openapi.json", timeout=30).json()["paths"]
+
+
 def has_key_routes(url: str) -> bool:
     """Whether this service has API keys (POST /keys, issue 10's auth branch)."""
-    paths = httpx.get(f"{url}/openapi.json", timeout=30).json()["paths"]
-    return "/keys" in paths
+    return has_route(url, "/keys")
+
+
+def has_face_crops(url: str) -> bool:
+    """Whether this service keeps each template's face crop (issue 11's web branch)."""
+    return has_route(url, TEMPLATE_IMAGE_ROUTE)

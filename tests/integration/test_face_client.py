@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from tests.integration.face_client_support import (
     ADMIN_KEY,
     blank_png,
     client_service,
+    has_face_crops,
     has_key_routes,
     person_photos,
 )
@@ -215,6 +217,19 @@ def test_identify_and_verify_by_image_and_by_embedding(
     with pytest.raises(Unprocessable) as wrong_width:
         face.identify_embedding([0.1, 0.2, 0.3])
     assert wrong_width.value.status == 422
+
+
+def test_a_templates_face_crop(
+    api_service: ServiceProcess, face: Client, amanda: list[Path]
+) -> None:
+    if not has_face_crops(api_service.url):
+        pytest.skip("face crops arrive with issue 11's web branch; this runs once it is merged")
+    enrolled = face.enroll(amanda[:1], identity_id="with-face")
+    template_id = enrolled.identity.templates[0].template_id
+    jpeg = face.template_image("with-face", template_id)
+    assert Image.open(io.BytesIO(jpeg)).size == (112, 112)
+    with pytest.raises(NotFound):
+        face.template_image("with-face", "no-such-template")
 
 
 def test_the_api_errors_arrive_as_typed_exceptions(face: Client, amanda: list[Path]) -> None:

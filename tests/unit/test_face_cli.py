@@ -5,6 +5,7 @@ tests/integration/test_face_cli.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from face_client import errors
 from face_client.cli import main
 from face_client.cli.common import Exit, UsageError, exit_code
 from face_client.cli.enroll import Outcome, batch_reasons, scan, short_reason
+from face_client.cli.gallery import read_export
 
 
 @pytest.mark.parametrize(
@@ -98,3 +100,29 @@ def test_each_image_gets_its_own_reason_from_a_422() -> None:
     assert short_reason("file is not an image in a supported format (JPEG, PNG)") == (
         "file is not an image in a supported format"
     )
+
+
+def test_an_export_is_read_back_into_photos_crops_or_names(tmp_path: Path) -> None:
+    (tmp_path / "photos" / "ada").mkdir(parents=True)
+    (tmp_path / "photos" / "ada" / "1.jpg").write_bytes(b"photo")
+    templates = [
+        {"template_id": "t1", "source": "1.jpg", "face_jpeg": None},
+        {"template_id": "t2", "source": "2.jpg", "face_jpeg": base64.b64encode(b"crop").decode()},
+        {"template_id": "t3", "source": "3.jpg"},
+        {"template_id": "t4", "source": None},
+    ]
+    line = {"identity_id": "ada", "name": "Ada", "metadata": {"a": 1}, "templates": templates}
+    export = tmp_path / "gallery.jsonl"
+    export.write_text(json.dumps(line) + "\n")
+    [person] = read_export(export, tmp_path / "photos", Outcome())
+    assert (person.name, person.metadata) == ("Ada", {"a": 1})
+    assert [(p.name, p.path is not None, p.data) for p in person.images] == [
+        ("1.jpg", True, None),
+        ("2.jpg", False, b"crop"),
+        ("3.jpg", False, None),
+        ("t4.jpg", False, None),
+    ]
+    assert [p.available for p in person.images] == [True, True, False, False]
+    export.write_text('{"name": "no id"}\n')
+    with pytest.raises(UsageError, match="not an exported identity"):
+        read_export(export, None, Outcome())
