@@ -14,12 +14,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from face_service.api.admission import AdmissionLimiter
+from face_service.api.audit import AuditTrail
 from face_service.api.errors import add_error_handlers
 from face_service.api.middleware import RequestSizeLimit
-from face_service.api.routes import extract, faces, health, identify, identities, records
+from face_service.api.routes import access, extract, faces, health, identify, identities, records
+from face_service.auth import Authenticator, auth_required, log_auth_state, server_secret
 from face_service.enrollment import Enrollment
 from face_service.errors import ModelUnavailableError
-from face_service.gallery import Gallery, open_gallery
+from face_service.gallery import AccessStore, Gallery, open_access_store, open_gallery
 from face_service.identification import Identification
 from face_service.inference.model_config import embedding_dimension
 from face_service.settings import Settings, get_settings
@@ -34,6 +36,7 @@ ROUTERS = (
     identities.router,
     identify.router,
     records.router,
+    access.router,
     health.router,
 )
 
@@ -75,10 +78,29 @@ async def start_services(settings: Settings) -> AsyncIterator[Services]:
         await triton.stop()
 
 
+def open_access(settings: Settings) -> tuple[AccessStore, Authenticator]:
+    """The key store and audit log in the gallery's database, and who checks keys: the
+    operator's FACE_ADMIN_KEY stored, the start logged (a warning when auth is disabled)."""
+    secret = server_secret(settings)
+    store = open_access_store(settings)
+    try:
+        authenticator = Authenticator(store, secret, required=auth_required(settings))
+        if settings.admin_key is not None:
+            authenticator.bootstrap_admin(settings.admin_key.get_secret_value())
+        log_auth_state(settings, authenticator)
+    except BaseException:
+        store.close()
+        raise
+    return store, authenticator
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with app.state.start_services(settings) as services:
+        store, authenticator = await asyncio.to_thread(open_access, settings)
+        app.state.access = store
+        app.state.authenticator = authenticator
         app.state.triton = services.triton
         app.state.pipeline = services.pipeline
         app.state.gallery = services.gallery
@@ -87,7 +109,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.admission = AdmissionLimiter(
             concurrency=settings.max_concurrent_requests, queue=settings.max_queued_requests
         )
-        yield
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(store.close)
 
 
 def create_app(
@@ -105,7 +130,9 @@ def create_app(
     )
     app.state.settings = settings or get_settings()
     app.state.start_services = services
+    app.state.authenticator = None  # set at start (lifespan)
     add_error_handlers(app)
+    app.add_middleware(AuditTrail)
     app.add_middleware(RequestSizeLimit, max_bytes=app.state.settings.max_request_bytes)
     for router in ROUTERS:
         app.include_router(router)

@@ -22,9 +22,8 @@ from pathlib import Path
 
 from face_service.errors import ModelRepositoryError
 from face_service.inference.model_config import (
-    detect_backend,
-    model_serving_options,
-    write_model_configs,
+    add_repository_arguments,
+    write_configs_for,
 )
 from face_service.inference.model_packs import (
     DEFAULT_PACK,
@@ -52,21 +51,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     source.add_argument(
         "--from-dir", type=Path, help="directory with a detector and a recognizer ONNX file"
     )
-    parser.add_argument(
-        "--repository", type=Path, default=None, help="default: FACE_MODEL_REPOSITORY"
-    )
-    parser.add_argument(
-        "--backend",
-        choices=("auto", "onnxruntime", "python"),
-        default=None,
-        help="Triton backend for the generated configs (default: FACE_TRITON_BACKEND)",
-    )
-    parser.add_argument(
-        "--backend-directory",
-        type=Path,
-        default=None,
-        help="Triton's backend directory, for --backend auto (e.g. /opt/tritonserver/backends)",
-    )
+    add_repository_arguments(parser)
     parser.add_argument(
         "--zoo-url",
         default=None,
@@ -90,10 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             zoo_url=arguments.zoo_url or settings.model_zoo_url,
         )
         manifest = install(source, repository)
-        backend = arguments.backend or settings.triton_backend
-        if backend == "auto":
-            backend = detect_backend(arguments.backend_directory)
-        write_model_configs(repository, model_serving_options(settings, backend))
+        repository, backend = write_configs_for(arguments, settings)
     except ModelRepositoryError as error:
         logger.error("%s", error)
         return 2

@@ -2,12 +2,14 @@
 puts configs, server and client together.
 
 - :class:`TritonServer` runs a local ``tritonserver`` (the binary of the nvidia-pytriton wheel),
-  with the flags of :mod:`face_service.inference.server_arguments`; it waits for readiness,
-  captures its log, restarts it when it dies and stops it with SIGINT, then kill.
+  with the flags of :mod:`face_service.inference.server_arguments`, as the leader of its own
+  process group; it waits for readiness, captures its log, kills the group and restarts it, and
+  stops it with SIGINT, then kill.
 - :class:`TritonService` is what the app's lifespan holds: it writes the model configs
-  (:mod:`face_service.inference.model_config`), starts the local server unless
-  ``FACE_TRITON_URL`` names an external one, owns the
-  :class:`~face_service.inference.client.TritonClient` and reports health.
+  (:mod:`face_service.inference.model_config`), starts the local server (and its reaper,
+  :mod:`face_service.inference.reaper`) unless ``FACE_TRITON_URL`` names an external one, owns
+  the :class:`~face_service.inference.client.TritonClient`, runs the watchdog (liveness probes,
+  fail-fast while down, restarts) and reports health within a bounded time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -40,6 +43,8 @@ from face_service.inference.python_backend import (
     python_library_dir,
     pytriton_server_paths,
 )
+from face_service.inference.reaper import Reaper, remove_regions, wait_group
+from face_service.inference.reaper import spawn as spawn_reaper
 from face_service.inference.server_arguments import server_arguments
 from face_service.settings import Settings
 
@@ -55,7 +60,8 @@ def _die_with_parent() -> None:
 
 
 class TritonServer:
-    """A local ``tritonserver`` process, kept alive until :meth:`stop`."""
+    """A local ``tritonserver`` process (the leader of its own process group, with its
+    python-backend stubs), restarted by :meth:`restart` and stopped by :meth:`stop`."""
 
     def __init__(
         self,
@@ -65,15 +71,19 @@ class TritonServer:
         url: str,
         log_file: Path,
         library_paths: Sequence[Path] = (),
+        backend_shm_prefix: str | None = None,
+        reaper: Reaper | None = None,
     ) -> None:
         self.binary = binary
         self.flags = tuple(arguments)  # from server_arguments(), without the binary
         self.url = url  # host:port of its HTTP endpoint
         self.log_file = log_file
         self.library_paths = tuple(library_paths)
+        # The python backend's /dev/shm regions start with it (server_arguments): removed after
+        # a kill, when nobody else would.
+        self.backend_shm_prefix = backend_shm_prefix
+        self.reaper = reaper
         self._process: subprocess.Popen[bytes] | None = None
-        self._watchdog: asyncio.Task[None] | None = None
-        self._stopping = False
         self.restarts = 0
 
     @property
@@ -97,6 +107,8 @@ class TritonServer:
     def start_process(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
+            # A new session: tritonserver leads a process group that its stubs join, so that
+            # the whole group can be killed (watchdog, reaper) without touching the API.
             self._process = subprocess.Popen(
                 self.arguments(),
                 stdout=log,
@@ -105,10 +117,16 @@ class TritonServer:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
+        if self.reaper is not None:
+            self.reaper.watch(self._process.pid)
         logger.info("started tritonserver pid %d, log in %s", self._process.pid, self.log_file)
 
     def exited(self) -> bool:
         return self._process is None or self._process.poll() is not None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode if self._process else None
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -118,14 +136,12 @@ class TritonServer:
         return "\n".join(text.splitlines()[-lines:])
 
     async def start(self, client: TritonClient, timeout_s: float) -> None:
-        self._stopping = False
         self.start_process()
         try:
             await self.wait_ready(client, timeout_s)
         except BaseException:
             await self.stop()
             raise
-        self._watchdog = asyncio.create_task(self._watch(client, timeout_s))
 
     async def wait_ready(self, client: TritonClient, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -140,38 +156,47 @@ class TritonServer:
             f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}"
         )
 
-    async def _watch(self, client: TritonClient, timeout_s: float) -> None:
-        while not self._stopping:
-            await asyncio.sleep(1.0)
-            if self._stopping or not self.exited():
-                continue
-            code = self._process.returncode if self._process else None
-            logger.error("tritonserver exited with %s; restarting\n%s", code, self.log_tail(10))
-            self.restarts += 1
-            try:
-                self.start_process()
-                await self.wait_ready(client, timeout_s)
-                logger.info("tritonserver is ready again after restart %d", self.restarts)
-            except TritonServerError:
-                logger.exception("tritonserver restart failed; retrying")
-                await asyncio.sleep(min(30.0, 2.0 * self.restarts))
+    async def kill(self) -> None:
+        """SIGKILL to the whole group (a stopped or deadlocked server included), then the python
+        backend's regions, which a killed server leaves behind."""
+        process = self._process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await asyncio.to_thread(process.wait)
+        await asyncio.to_thread(wait_group, process.pid, 5.0)
+        if self.backend_shm_prefix:
+            remove_regions([self.backend_shm_prefix])
+
+    async def restart(self, client: TritonClient, timeout_s: float, why: str) -> bool:
+        """Kills what is left of the server and starts a new one: whether it became ready. A
+        failed attempt is killed too, so that the next one starts from nothing."""
+        self.restarts += 1
+        logger.error("tritonserver %s; restarting (%d)\n%s", why, self.restarts, self.log_tail(10))
+        await self.kill()
+        try:
+            self.start_process()
+            await self.wait_ready(client, timeout_s)
+        except TritonServerError:
+            logger.exception("tritonserver restart %d failed", self.restarts)
+            await self.kill()
+            return False
+        logger.info("tritonserver is ready again after restart %d", self.restarts)
+        return True
 
     async def stop(self, timeout_s: float = 15.0) -> None:
-        self._stopping = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        """SIGINT (Triton unloads its models and ends its stubs), then SIGKILL to the group."""
         process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            await asyncio.to_thread(process.wait, timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("tritonserver ignored SIGINT for %.0f s; killing it", timeout_s)
-            process.kill()
-            await asyncio.to_thread(process.wait)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.to_thread(process.wait, timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("tritonserver ignored SIGINT for %.0f s; killing it", timeout_s)
+        await self.kill()
+        if self.reaper is not None:
+            self.reaper.watch(0)
 
 
 @dataclass(frozen=True)
@@ -191,9 +216,20 @@ class TritonService:
         url = settings.triton_url
         if url is None:
             url = f"{settings.triton_bind_address}:{settings.triton_http_port}"
+        # The header value of Triton's control APIs: the setting, else a new one for the server
+        # this process starts (an external Triton without restrictions ignores the header).
+        control_key = settings.triton_control_key
+        if control_key is None and settings.triton_url is None:
+            control_key = secrets.token_urlsafe(24)
         self.client = TritonClient(
-            url, timeout_s=settings.triton_request_timeout_s, transport=self.transport(url)
+            url,
+            timeout_s=settings.triton_request_timeout_s,
+            transport=self.transport(url),
+            probe_timeout_s=settings.health_timeout_s,
+            control_key=control_key,
         )
+        self.reaper: Reaper | None = None
+        self._monitor: asyncio.Task[None] | None = None
 
     def transport(self, url: str) -> Literal["binary", "shm"]:
         """Shared memory needs Triton on this host; over a network only the HTTP body works."""
@@ -219,36 +255,105 @@ class TritonService:
         if backend == "auto":
             backend = detect_backend(backend_directory)
         write_model_configs(settings.model_repository, model_serving_options(settings, backend))
+        # The python backend's regions carry this process's prefix too, so that the reaper
+        # finds them after a crash.
+        backend_shm_prefix = f"{self.client.shm_prefix}_backend_"
         arguments = server_arguments(
-            settings, address=settings.triton_bind_address, backend_directory=backend_directory
+            settings,
+            address=settings.triton_bind_address,
+            backend_directory=backend_directory,
+            control_key=self.client.control_key,
+            backend_shm_prefix=backend_shm_prefix,
         )
+        self.reaper = spawn_reaper([self.client.shm_prefix])
         return TritonServer(
             binary=binary,
             arguments=arguments,
             url=self.client.url,
             log_file=settings.triton_log_file,
             library_paths=[libraries, python_library_dir()],
+            backend_shm_prefix=backend_shm_prefix,
+            reaper=self.reaper,
         )
 
     async def start(self) -> None:
         if self.external:
             logger.info("using the external Triton at %s", self.client.url)
-            return
-        self.server = self.prepare_local_server()
-        await self.server.start(self.client, self.settings.triton_startup_timeout_s)
+        else:
+            self.server = self.prepare_local_server()
+            try:
+                await self.server.start(self.client, self.settings.triton_startup_timeout_s)
+            except BaseException:
+                self._close_reaper()
+                raise
+        self._monitor = asyncio.create_task(self.watch())
+
+    async def watch(self) -> None:
+        """The watchdog: every ``triton_probe_interval_s`` a liveness probe (within
+        ``health_timeout_s``). A probe that fails marks Triton down (requests fail fast); a local
+        server that has exited, or has not answered for ``triton_unresponsive_s``, is killed
+        (its whole process group) and restarted. Triton is marked up once it is ready again."""
+        settings, client, server = self.settings, self.client, self.server
+        loop = asyncio.get_running_loop()
+        silent_since: float | None = None
+        failed_restarts = 0
+        while True:
+            await asyncio.sleep(settings.triton_probe_interval_s)
+            why = None
+            if server is not None and server.exited():
+                why = f"exited with {server.returncode}"
+                client.mark_down("the inference server stopped; restarting it")
+            else:
+                probe_started = loop.time()
+                if await client.server_live():
+                    silent_since = None
+                    if client.down and await client.server_ready():
+                        client.mark_up()
+                    continue
+                silent_since = probe_started if silent_since is None else silent_since
+                silent_s = loop.time() - silent_since
+                client.mark_down(f"the inference server has not answered for {silent_s:.0f} s")
+                if server is not None and silent_s >= settings.triton_unresponsive_s:
+                    why = f"has not answered its liveness probe for {silent_s:.1f} s"
+            if server is None or why is None:
+                continue
+            silent_since = None
+            ready = await server.restart(client, settings.triton_startup_timeout_s, why)
+            if ready:
+                failed_restarts = 0
+                client.mark_up()
+            else:
+                failed_restarts += 1
+                await asyncio.sleep(min(30.0, 2.0 * failed_restarts))
 
     async def stop(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
         # Close our keep-alive connections first: Triton waits for open connections on SIGINT.
         await self.client.close()
         if self.server is not None:
             await self.server.stop()
+        self._close_reaper()
+
+    def _close_reaper(self) -> None:
+        if self.reaper is not None:
+            self.reaper.close()
 
     async def health(self) -> HealthReport:
-        triton = await self.client.server_ready()
-        models = {name: triton and await self.client.model_ready(name) for name in MODEL_NAMES}
+        """Readiness within ``health_timeout_s``: at once while the watchdog knows Triton is
+        down, else the server and both models are asked at the same time."""
+        if self.client.down:
+            models = dict.fromkeys(MODEL_NAMES, False)
+            return HealthReport(False, False, models, self.client.down_reason)
+        triton, *ready = await asyncio.gather(
+            self.client.server_ready(), *(self.client.model_ready(name) for name in MODEL_NAMES)
+        )
+        models = {name: triton and up for name, up in zip(MODEL_NAMES, ready, strict=True)}
         reason = None
         if not triton:
-            reason = f"Triton at {self.client.url} is not ready"
+            reason = "the inference server is not ready"
         elif not all(models.values()):
             missing = ", ".join(name for name, ready in models.items() if not ready)
             reason = f"model(s) not ready: {missing}"

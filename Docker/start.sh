@@ -5,7 +5,8 @@
 #                      (3000). With FACE_TRITON_URL already set it starts no Triton and runs only the
 #                      API against that server.
 #   start.sh triton    Triton alone, listening on all addresses, for API containers elsewhere
-#                      (FACE_TRITON_URL=<this host>:8000).
+#                      (FACE_TRITON_URL=<this host>:8000); its control APIs are restricted when
+#                      FACE_TRITON_CONTROL_KEY is set (give the API containers the same value).
 #
 # Before Triton starts, the config.pbtxt files are rewritten for this machine (onnxruntime threads
 # follow its cores; FACE_TRITON_INSTANCES, FACE_*_MAX_BATCH_SIZE and the like apply), or, with
@@ -132,8 +133,16 @@ trap 'on_signal INT' INT
 
 prepare_models
 
+# Triton's control APIs (shared-memory registration, model repository, trace, logging) answer
+# only requests with this key (server_arguments.py), which the API below gets too: a fresh one
+# per start unless FACE_TRITON_CONTROL_KEY is set. Never logged.
+if [ -z "${FACE_TRITON_CONTROL_KEY:-}" ]; then
+  FACE_TRITON_CONTROL_KEY="$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+fi
+export FACE_TRITON_CONTROL_KEY
+
 triton_arguments "$BIND"
-log "starting tritonserver ${arguments[*]}"
+log "starting tritonserver ${arguments[*]//$FACE_TRITON_CONTROL_KEY/<key>}"
 "$TRITONSERVER" "${arguments[@]}" &
 triton_pid=$!
 

@@ -48,7 +48,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from face_service.inference.client import TritonClient
 from face_service.inference.names import DETECTOR_MODEL, RECOGNIZER_MODEL
-from face_service.testing.service_process import ServiceProcess
+from face_service.testing.service_process import SESSION_CONTROL_KEY, ServiceProcess
 
 SERVICE_PORT = 3600
 TRITON_PORT = 8600  # and the next two
@@ -96,7 +96,12 @@ async def timed(client: TritonClient, case: Case) -> tuple[float, dict[str, np.n
 
 
 async def measure(address: str, iterations: int, warmup: int) -> list[Case]:
-    clients = {t: TritonClient(address, timeout_s=60, transport=t) for t in TRANSPORTS}
+    # Shared memory is registered through Triton's control API: the key of a Triton started
+    # here, or FACE_TRITON_CONTROL_KEY's for one given by --url.
+    key = os.environ.get("FACE_TRITON_CONTROL_KEY", SESSION_CONTROL_KEY)
+    clients = {
+        t: TritonClient(address, timeout_s=60, transport=t, control_key=key) for t in TRANSPORTS
+    }
     rng = np.random.default_rng(0)
     cases = [Case(label, model, shape) for label, model, shape in CASES]
     try:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 class FaceServiceError(Exception):
     """Base class; ``status_code`` is the HTTP status the API answers with, ``retry_after_s``
-    the Retry-After it sends, if any."""
+    the Retry-After it sends, if any, ``headers`` any other headers of the answer."""
 
     status_code = 500
     retry_after_s: int | None = None
+    headers: Mapping[str, str] = MappingProxyType({})
 
 
 class InvalidImageError(FaceServiceError):
@@ -110,3 +114,45 @@ class GalleryError(FaceServiceError):
 
     status_code = 503
     retry_after_s = 5
+
+
+# RFC 6750's challenge: the client learns how to authenticate (a key as Bearer or X-API-Key).
+_REALM = 'Bearer realm="face-service"'
+
+
+class AuthenticationError(FaceServiceError):
+    """No API key, or one that is unknown, malformed or revoked."""
+
+    status_code = 401
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        challenge = _REALM + (', error="invalid_token"' if invalid_token else "")
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class PermissionDeniedError(FaceServiceError):
+    """A valid key without the scope the request needs."""
+
+    status_code = 403
+
+    def __init__(self, name: str, scope: str) -> None:
+        super().__init__(f"the API key {name!r} lacks the {scope!r} scope this request needs")
+        self.scope = scope
+        self.headers = {
+            "WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'
+        }
+
+
+class KeyNotFoundError(FaceServiceError):
+    status_code = 404
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"API key {key_id!r} does not exist")
+
+
+class KeyNameExistsError(FaceServiceError):
+    status_code = 409
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an active API key is named {name!r} already")

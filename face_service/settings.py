@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout root (face_service/ sits directly below it): computed here and nowhere else.
@@ -18,8 +18,9 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACE_", env_file=".env", extra="ignore")
 
-    # API server
-    host: str = "0.0.0.0"
+    # API server. Loopback by default: reaching it from elsewhere is a choice (FACE_HOST=0.0.0.0,
+    # as the Docker image sets), and then FACE_AUTH=auto requires API keys.
+    host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -35,6 +36,18 @@ class Settings(BaseSettings):
     triton_backend: Literal["auto", "onnxruntime", "python"] = "auto"
     triton_startup_timeout_s: float = Field(180.0, gt=0)
     triton_request_timeout_s: float = Field(30.0, gt=0)
+    # Faults: /health and the watchdog's probes give Triton this long to answer (not the request
+    # timeout), the watchdog probes every triton_probe_interval_s, and a local Triton that has
+    # not answered its liveness probe for triton_unresponsive_s (frozen, deadlocked) is killed
+    # and restarted like one that died. While Triton is known to be down, requests get 503 at once.
+    health_timeout_s: float = Field(2.0, gt=0, le=60)
+    triton_probe_interval_s: float = Field(1.0, gt=0, le=60)
+    triton_unresponsive_s: float = Field(10.0, gt=0)
+    # The value of the header (face-triton-key) that Triton's control APIs (shared memory, model
+    # repository, trace, logging) require, HTTP and gRPC alike. Unset: the local server gets a
+    # random one per start; for an external Triton started with these restrictions (Docker/
+    # start.sh passes them when this is set), set the same value here.
+    triton_control_key: str | None = Field(None, min_length=16, pattern=r"^[A-Za-z0-9_\-]+$")
     # How inputs reach Triton: "shm" writes them into POSIX shared memory that Triton maps (only
     # for a Triton on this host sharing /dev/shm: the local one, or one in the same container),
     # "binary" sends them in the HTTP body (any Triton). "auto": shm for the local server or a
@@ -89,6 +102,15 @@ class Settings(BaseSettings):
     # that the API answers 503 with Retry-After instead of queueing without bound.
     max_concurrent_requests: int = Field(8, ge=1)
     max_queued_requests: int = Field(64, ge=0)
+
+    # API keys (face_service/auth): "auto" requires a key whenever the API listens beyond
+    # loopback, "required" always, "disabled" never (logged as a warning at start). The HMAC
+    # secret the keys are stored under: this, else the file data_dir/auth_secret (0600, made at
+    # first start); several API processes on one PostgreSQL gallery need this one value. An admin
+    # key given by the operator (at least 32 characters), stored hashed at start when absent.
+    auth: Literal["auto", "required", "disabled"] = "auto"
+    auth_secret: SecretStr | None = None
+    admin_key: SecretStr | None = None
 
     # Identity gallery: None = the embedded SQLite file under data_dir; a postgresql:// URL =
     # PostgreSQL with pgvector.

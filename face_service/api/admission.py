@@ -18,7 +18,6 @@ class AdmissionLimiter:
         self._slots = asyncio.Semaphore(concurrency)
         self._waiting = 0
         self._running = 0
-        self.rejected = 0
 
     @property
     def waiting(self) -> int:
@@ -31,7 +30,6 @@ class AdmissionLimiter:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         if self._slots.locked() and self._waiting >= self.queue:
-            self.rejected += 1
             raise ServiceBusyError(
                 f"the service is busy: {self.concurrency} requests running and {self._waiting} "
                 "waiting; retry shortly"

@@ -14,7 +14,7 @@ logger = logging.getLogger("face_service")
 
 
 async def face_service_error(request: Request, error: FaceServiceError) -> JSONResponse:
-    headers = {}
+    headers = dict(error.headers)
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
         logger.warning("%s %s: %s", request.method, request.url.path, error)

@@ -9,8 +9,10 @@ from face_service.api.schemas.errors import ErrorPublic
 
 ERROR_DESCRIPTIONS = {
     400: "an image that cannot be read, or a destructive request without its confirmation",
-    404: "no such identity, template or record",
-    409: "the identity id exists already",
+    401: "no API key, or one that is not valid (unknown or revoked); see WWW-Authenticate",
+    403: "the API key lacks the scope this request needs (named in detail)",
+    404: "no such identity, template, record or API key",
+    409: "the identity id exists already, or an active API key has that name",
     413: "too large: an image (bytes or pixels), the number of images, or the request",
     415: "not multipart/form-data, or a part that is not an image",
     422: "no (usable) face found, or an invalid field",

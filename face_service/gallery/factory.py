@@ -11,12 +11,16 @@ one behaviour:
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from face_service.gallery.access import AccessStore
+from face_service.gallery.access_backends import PostgresAccessStore, SQLiteAccessStore
 from face_service.gallery.base import Gallery
 from face_service.gallery.postgres import PostgresGallery
 from face_service.gallery.sqlite import SQLiteGallery
 from face_service.settings import Settings
 
-__all__ = ["open_gallery"]
+__all__ = ["open_access_store", "open_gallery"]
 
 
 def open_gallery(settings: Settings, *, dimension: int) -> Gallery:
@@ -26,13 +30,12 @@ def open_gallery(settings: Settings, *, dimension: int) -> Gallery:
     url = settings.gallery_database_url
     if not url:
         return SQLiteGallery(
-            settings.data_dir / "gallery.sqlite3",
+            sqlite_path(settings),
             scoring=settings.gallery_scoring,
             dimension=dimension,
             search_threads=settings.gallery_search_threads,
         )
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in ("postgresql", "postgres"):
+    if is_postgres(url):
         return PostgresGallery(
             url,
             scoring=settings.gallery_scoring,
@@ -43,8 +46,34 @@ def open_gallery(settings: Settings, *, dimension: int) -> Gallery:
             partitions=settings.gallery_hnsw_partitions,
             dimension=dimension,
         )
+    raise _unknown_scheme(url)
+
+
+def open_access_store(settings: Settings) -> AccessStore:
+    """The API keys and audit log in the database of the gallery the settings name."""
+    url = settings.gallery_database_url
+    if not url:
+        return SQLiteAccessStore(sqlite_path(settings))
+    if is_postgres(url):
+        return PostgresAccessStore(url)
+    raise _unknown_scheme(url)
+
+
+def sqlite_path(settings: Settings) -> Path:
+    return settings.data_dir / "gallery.sqlite3"
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def is_postgres(url: str) -> bool:
+    return _scheme(url) in ("postgresql", "postgres")
+
+
+def _unknown_scheme(url: str) -> ValueError:
     # The URL itself is not repeated: it may hold a password.
-    raise ValueError(
+    return ValueError(
         "gallery_database_url (FACE_GALLERY_DATABASE_URL) must be a postgresql:// or "
-        f"postgres:// URL, or unset for the embedded SQLite gallery; got scheme {scheme!r}"
+        f"postgres:// URL, or unset for the embedded SQLite gallery; got scheme {_scheme(url)!r}"
     )

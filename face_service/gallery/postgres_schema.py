@@ -1,8 +1,8 @@
 """The PostgreSQL gallery's database: its tables (hash-partitioned when asked, vectors kept in the
-tables' own pages) and the HNSW index of the scoring in use, created at start or found as they
-are; the binary form in which numpy vectors travel as pgvector's ``vector``; transactions on
-pooled connections; the spelling of the shared statements (``sql.py``) in it; and which psycopg
-errors mean it cannot be used."""
+tables' own pages; the API keys and audit log) and the HNSW index of the scoring in use, created
+at start or found as they are; the binary form in which numpy vectors travel as pgvector's
+``vector``; transactions on pooled connections; the spelling of the shared statements
+(``sql.py``) in it; and which psycopg errors mean it cannot be used."""
 
 from __future__ import annotations
 
@@ -160,7 +160,47 @@ def create_schema(conn: psycopg.Connection, *, dimension: int, partitions: int, 
             index,
         ):
             conn.execute(statement)
+        _create_access_tables(conn)
     return partitions
+
+
+def create_access_schema(conn: psycopg.Connection) -> None:
+    """Creates the API key and audit tables when missing, and nothing else: what the key store
+    and its command line need without knowing the embedding dimension."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        _create_access_tables(conn)
+
+
+def _create_access_tables(conn: psycopg.Connection) -> None:
+    for statement in (
+        """CREATE TABLE IF NOT EXISTS api_keys (
+            key_id text PRIMARY KEY,
+            name text NOT NULL,
+            scopes text NOT NULL,
+            digest text NOT NULL,
+            secret_id text NOT NULL,
+            created_at timestamptz NOT NULL,
+            revoked_at timestamptz)""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name) "
+        "WHERE revoked_at IS NULL",
+        """CREATE TABLE IF NOT EXISTS audit_log (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at timestamptz NOT NULL,
+            principal text,
+            key_id text,
+            action text NOT NULL,
+            status integer NOT NULL,
+            client text,
+            method text NOT NULL,
+            path text NOT NULL,
+            targets jsonb NOT NULL,
+            target_ids text NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS audit_action ON audit_log (action, seq)",
+        "CREATE INDEX IF NOT EXISTS audit_principal ON audit_log (principal, seq)",
+        "CREATE INDEX IF NOT EXISTS audit_at ON audit_log (at)",
+    ):
+        conn.execute(statement)
 
 
 def _existing_partitions(conn: psycopg.Connection) -> int | None:

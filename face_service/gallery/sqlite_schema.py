@@ -1,7 +1,7 @@
-"""The embedded gallery's SQLite file: its tables, how a connection to it is set up (WAL,
-synchronous commits, foreign keys), write transactions, how times and JSON are stored in it, the
-spelling of the shared statements (``sql.py``) for it, and which sqlite3 errors mean the file
-cannot be used."""
+"""The embedded gallery's SQLite file: its tables (the API keys and audit log included), how a
+connection to it is set up (WAL, synchronous commits, foreign keys), write transactions, how
+times and JSON are stored in it, the spelling of the shared statements (``sql.py``) for it, and
+which sqlite3 errors mean the file cannot be used."""
 
 from __future__ import annotations
 
@@ -45,6 +45,33 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_filename ON records (filename);
 CREATE INDEX IF NOT EXISTS records_created ON records (created_at, record_id);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    secret_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name)
+    WHERE revoked_at IS NULL;
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    principal TEXT,
+    key_id TEXT,
+    action TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    client TEXT,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    targets TEXT NOT NULL,
+    target_ids TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_action ON audit_log (action, seq);
+CREATE INDEX IF NOT EXISTS audit_principal ON audit_log (principal, seq);
+CREATE INDEX IF NOT EXISTS audit_at ON audit_log (at);
 """
 
 # An unusable database (locked, I/O error, not a database, closed) -> GalleryError.

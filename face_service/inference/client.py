@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Literal
 
 import aiohttp
@@ -21,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 from tritonclient.utils.shared_memory import SharedMemoryException
 
 from face_service.errors import ModelUnavailableError
+from face_service.inference.names import TRITON_CONTROL_HEADER
 from face_service.inference.shared_memory import ShmPool, ShmRegion, shm_layout, write_arrays
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,13 @@ class TritonClient:
     processes on one Triton never collide. Triton forgets registrations when it restarts: a call
     that meets an unknown region registers it again and retries once. :meth:`close` unregisters
     and unlinks every region.
+
+    Probes (:meth:`server_live`, :meth:`server_ready`, :meth:`model_ready`) wait at most
+    ``probe_timeout_s``, not the request timeout, so that /health and the watchdog answer in
+    bounded time. The watchdog (triton_service.py) calls :meth:`mark_down` when Triton stops
+    answering: calls in flight end at once and new ones fail fast with
+    :class:`ModelUnavailableError` until :meth:`mark_up`. ``control_key`` is sent in the
+    ``face-triton-key`` header on the calls that a restricted Triton guards (shared memory).
     """
 
     def __init__(
@@ -58,10 +66,17 @@ class TritonClient:
         timeout_s: float,
         transport: Literal["binary", "shm"] = "binary",
         shm_pool_size: int = 8,
+        probe_timeout_s: float = 2.0,
+        control_key: str | None = None,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.probe_timeout_s = min(probe_timeout_s, timeout_s)
         self.transport = transport
+        self.control_key = control_key
+        self.down_reason: str | None = None  # set while Triton is known to be down
+        # The deadlines of the calls in flight: mark_down() moves them to now.
+        self._in_flight: set[asyncio.Timeout] = set()
         self.shm_prefix = f"face_{os.getpid()}_{secrets.token_hex(4)}"
         self._client = InferenceServerClient(url, conn_timeout=timeout_s)
         self._shm = ShmPool(self.shm_prefix, shm_pool_size, self._unregister)
@@ -70,24 +85,74 @@ class TritonClient:
         await self._shm.close(self.timeout_s)
         await self._client.close()
 
+    @property
+    def down(self) -> bool:
+        return self.down_reason is not None
+
+    def mark_down(self, reason: str) -> None:
+        """Triton is known not to answer: calls in flight end now, new ones fail fast."""
+        if self.down_reason is None:
+            logger.error("Triton is down: %s; requests fail fast until it is back", reason)
+        self.down_reason = reason
+        now = asyncio.get_running_loop().time()
+        for deadline in list(self._in_flight):
+            if not deadline.expired():
+                deadline.reschedule(now)
+
+    def mark_up(self) -> None:
+        if self.down_reason is not None:
+            logger.info("Triton is back: requests go through again")
+        self.down_reason = None
+
+    def _fail_fast(self) -> None:
+        if self.down_reason is not None:
+            raise ModelUnavailableError(f"Triton is not available: {self.down_reason}")
+
+    def _control_headers(self) -> dict[str, str] | None:
+        return None if self.control_key is None else {TRITON_CONTROL_HEADER: self.control_key}
+
+    async def server_live(self) -> bool:
+        """Whether Triton answers its liveness probe within the probe timeout."""
+        try:
+            async with asyncio.timeout(self.probe_timeout_s):
+                return bool(await self._client.is_server_live())
+        except _TRITON_ERRORS:
+            return False
+
     async def server_ready(self) -> bool:
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.probe_timeout_s):
                 return bool(await self._client.is_server_ready())
         except _TRITON_ERRORS:
             return False
 
     async def model_ready(self, model: str) -> bool:
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.probe_timeout_s):
                 return bool(await self._client.is_model_ready(model))
         except _TRITON_ERRORS:
             return False
 
+    @contextlib.asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[None]:
+        """The request timeout, which :meth:`mark_down` cuts short."""
+        self._fail_fast()
+        async with asyncio.timeout(self.timeout_s) as deadline:
+            self._in_flight.add(deadline)
+            try:
+                yield
+            finally:
+                self._in_flight.discard(deadline)
+
     async def model_config(self, model: str) -> mc.ModelConfig:
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with self._deadline():
                 config = await self._client.get_model_config(model)
+        except TimeoutError as error:
+            self._fail_fast()
+            raise ModelUnavailableError(
+                f"model {model!r} did not answer within {self.timeout_s:.0f} s"
+            ) from error
         except _TRITON_ERRORS as error:
             raise ModelUnavailableError(f"model {model!r} is not available: {error}") from error
         return json_format.ParseDict(config, mc.ModelConfig(), ignore_unknown_fields=True)
@@ -97,12 +162,13 @@ class TritonClient:
     ) -> dict[str, np.ndarray]:
         requested = [InferRequestedOutput(name, binary_data=True) for name in outputs]
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with self._deadline():
                 if self.transport == "shm":
                     result = await self._infer_shm(model, inputs, requested)
                 else:
                     result = await self._infer(model, _binary_inputs(inputs), requested)
         except TimeoutError as error:
+            self._fail_fast()  # cut short by mark_down: say so rather than "did not answer"
             raise ModelUnavailableError(
                 f"model {model!r} did not answer within {self.timeout_s:.0f} s"
             ) from error
@@ -147,10 +213,11 @@ class TritonClient:
         # Unregistering first (a no-op for an unknown name) also covers a registration that
         # Triton completed after this client gave up waiting for it.
         region.registered = False
-        await self._client.unregister_system_shared_memory(region.name)
+        headers = self._control_headers()
+        await self._client.unregister_system_shared_memory(region.name, headers=headers)
         try:
             await self._client.register_system_shared_memory(
-                region.name, f"/{region.name}", region.byte_size
+                region.name, f"/{region.name}", region.byte_size, headers=headers
             )
         except InferenceServerException as error:
             raise ModelUnavailableError(
@@ -165,7 +232,9 @@ class TritonClient:
         keep the region."""
         if region.registered:
             with contextlib.suppress(*_TRITON_ERRORS):
-                await self._client.unregister_system_shared_memory(region.name)
+                await self._client.unregister_system_shared_memory(
+                    region.name, headers=self._control_headers()
+                )
 
 
 def _binary_inputs(inputs: Mapping[str, np.ndarray]) -> list[InferInput]:

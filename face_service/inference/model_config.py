@@ -225,10 +225,8 @@ def embedding_dimension(repository: Path) -> int:
     return dims[-1].dim_value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Rewrites the config.pbtxt files of a model repository for the settings."
-    )
+def add_repository_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that writes configs: where, and for which backend."""
     parser.add_argument(
         "--repository", type=Path, default=None, help="default: FACE_MODEL_REPOSITORY"
     )
@@ -236,22 +234,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backend",
         choices=("auto", "onnxruntime", "python"),
         default=None,
-        help="default: FACE_TRITON_BACKEND",
+        help="Triton backend for the generated configs (default: FACE_TRITON_BACKEND)",
     )
     parser.add_argument(
         "--backend-directory",
         type=Path,
         default=None,
-        help="Triton's backend directory, for --backend auto",
+        help="Triton's backend directory, for --backend auto (e.g. /opt/tritonserver/backends)",
     )
-    arguments = parser.parse_args(argv)
-    settings = get_settings()
+
+
+def write_configs_for(arguments: argparse.Namespace, settings: Settings) -> tuple[Path, str]:
+    """Writes the configs that :func:`add_repository_arguments`' options ask for; returns the
+    repository and the backend chosen."""
     backend = arguments.backend or settings.triton_backend
     if backend == "auto":
         backend = detect_backend(arguments.backend_directory)
     repository = arguments.repository or settings.model_repository
+    write_model_configs(repository, model_serving_options(settings, backend))
+    return repository, backend
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Rewrites the config.pbtxt files of a model repository for the settings."
+    )
+    add_repository_arguments(parser)
+    arguments = parser.parse_args(argv)
+    settings = get_settings()
     try:
-        write_model_configs(repository, model_serving_options(settings, backend))
+        write_configs_for(arguments, settings)
     except (ModelRepositoryError, ModelConfigError, OSError) as error:
         sys.stderr.write(f"model_config: {error}\n")
         return 2

@@ -14,3 +14,8 @@ MODEL_VERSION = "1"
 # ONNX metadata keys written by the installer (model_packs.py); copied into config parameters so
 # that the pipeline learns them from Triton, local or external.
 METADATA_PREFIX = "face_service."
+# The header that Triton's control APIs (shared memory, model repository, trace, logging) require
+# once restricted (server_arguments.py); the client sends it on those calls. gRPC metadata keys
+# are lower case, and Triton wants this one prefixed there.
+TRITON_CONTROL_HEADER = "face-triton-key"
+TRITON_RESTRICTED_APIS = ("shared-memory", "model-repository", "trace", "logging")

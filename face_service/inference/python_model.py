@@ -5,11 +5,18 @@ server has no native onnxruntime backend (the ``tritonserver`` of the nvidia-pyt
 reads everything from the model configuration Triton hands it, so one file serves every model.
 Requests that arrive together (dynamic batching) with equal non-batch shapes run as one
 onnxruntime call.
+
+Each model runs in its own stub process, a child of tritonserver. A stub whose tritonserver is
+gone (killed with its API) ends itself: :func:`exit_with_parent` watches for it from a thread, so
+that no stub holds its memory and shared-memory region once nobody can call it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +25,23 @@ import onnxruntime
 import triton_python_backend_utils as pb_utils
 
 
+def exit_with_parent(interval_s: float = 0.5) -> None:
+    """Ends this process soon after its parent (tritonserver) is gone. A thread that polls the
+    parent rather than PR_SET_PDEATHSIG: that signal fires when the *thread* that forked the stub
+    ends, which in tritonserver may be a short-lived loader thread."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-tritonserver", daemon=True).start()
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
+        exit_with_parent()
         config = json.loads(args["model_config"])
         parameters = {
             key: value["string_value"] for key, value in config.get("parameters", {}).items()

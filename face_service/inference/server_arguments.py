@@ -13,17 +13,38 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from face_service.inference.names import TRITON_CONTROL_HEADER, TRITON_RESTRICTED_APIS
 from face_service.settings import Settings, get_settings
 
 
 def server_arguments(
-    settings: Settings, *, address: str, backend_directory: Path | None = None
+    settings: Settings,
+    *,
+    address: str,
+    backend_directory: Path | None = None,
+    control_key: str | None = None,
+    backend_shm_prefix: str | None = None,
 ) -> list[str]:
     """The flags (without the binary) of a tritonserver that serves ``settings.model_repository``
-    on ``address``; ``backend_directory`` where the server's built-in one is not wanted."""
+    on ``address``; ``backend_directory`` where the server's built-in one is not wanted.
+
+    ``control_key`` (else ``settings.triton_control_key``) restricts Triton's control APIs
+    (shared-memory registration, model repository, trace, logging) over HTTP and gRPC to
+    requests that carry it in the ``face-triton-key`` header; inference, health, metadata and
+    statistics stay open. ``backend_shm_prefix`` names the python backend's /dev/shm regions, so
+    that whoever cleans up after a killed server knows which are its own."""
     arguments = [f"--model-repository={settings.model_repository}"]
     if backend_directory is not None:
         arguments.append(f"--backend-directory={backend_directory}")
+    control_key = control_key or settings.triton_control_key
+    if control_key is not None:
+        apis = ",".join(TRITON_RESTRICTED_APIS)
+        arguments += [
+            f"--http-restricted-api={apis}:{TRITON_CONTROL_HEADER}={control_key}",
+            f"--grpc-restricted-protocol={apis}:{TRITON_CONTROL_HEADER}={control_key}",
+        ]
+    if backend_shm_prefix is not None:
+        arguments.append(f"--backend-config=python,shm-region-prefix-name={backend_shm_prefix}")
     arguments += [
         f"--http-address={address}",
         f"--http-port={settings.triton_http_port}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +22,11 @@ import httpx
 
 from face_service.settings import REPOSITORY_ROOT
 
+# The key of Triton's control APIs (FACE_TRITON_CONTROL_KEY) that every service this process
+# starts gets, unless told otherwise: a second API on the first one's Triton (FACE_TRITON_URL)
+# and the tests' own Triton clients then know it.
+SESSION_CONTROL_KEY = secrets.token_urlsafe(24)
+
 
 @dataclass
 class ServiceProcess:
@@ -28,13 +34,16 @@ class ServiceProcess:
 
     Triton takes ``triton_port`` (HTTP) and the next two ports (gRPC, metrics), unless
     ``triton_url`` names an external one. A port of 0 is replaced by free ones (three for
-    Triton), so that test runs side by side never collide. Logs go to ``work_dir``."""
+    Triton), so that test runs side by side never collide. Logs go to ``work_dir``.
+    ``triton_control_key``: the key of Triton's control APIs, :data:`SESSION_CONTROL_KEY`
+    unless given; None lets the service make its own."""
 
     api_port: int
     work_dir: Path
     triton_port: int | None = None
     triton_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    triton_control_key: str | None = SESSION_CONTROL_KEY
     startup_timeout_s: float = 240.0
     process: subprocess.Popen[bytes] | None = None
 
@@ -64,6 +73,9 @@ class ServiceProcess:
             "FACE_TRITON_LOG_FILE": str(self.work_dir / "triton" / "triton.log"),
             "FACE_DATA_DIR": str(self.work_dir / "data"),
         }
+        env.pop("FACE_TRITON_CONTROL_KEY", None)
+        if self.triton_control_key is not None:
+            env["FACE_TRITON_CONTROL_KEY"] = self.triton_control_key
         if self.triton_url is not None:
             env["FACE_TRITON_URL"] = self.triton_url
         elif self.triton_port is not None:

@@ -41,7 +41,12 @@ def test_shm_transport_gives_the_outputs_of_binary(
 ) -> None:
     async def call() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         binary = TritonClient(service.triton_address, timeout_s=30)
-        shared = TritonClient(service.triton_address, timeout_s=30, transport="shm")
+        shared = TritonClient(
+            service.triton_address,
+            timeout_s=30,
+            transport="shm",
+            control_key=service.triton_control_key,
+        )
         try:
             name, outputs, pixels = await model_io(binary, model)
             tensor = random_input(shape, pixels, seed=1)
@@ -65,7 +70,11 @@ def test_concurrent_shm_calls_each_get_their_own_result(
     async def call() -> tuple[list[np.ndarray], list[np.ndarray], str, int]:
         binary = TritonClient(service.triton_address, timeout_s=30)
         shared = TritonClient(
-            service.triton_address, timeout_s=30, transport="shm", shm_pool_size=pool_size
+            service.triton_address,
+            timeout_s=30,
+            transport="shm",
+            control_key=service.triton_control_key,
+            shm_pool_size=pool_size,
         )
         try:
             name, [output], pixels = await model_io(binary, "face_recognizer")
@@ -95,8 +104,17 @@ def test_shm_regions_are_registered_again_after_triton_forgets_them_and_freed_on
     service: ServiceProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def call() -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
-        other = TritonClient(service.triton_address, timeout_s=30)
-        shared = TritonClient(service.triton_address, timeout_s=30, transport="shm")
+        other = TritonClient(
+            service.triton_address, timeout_s=30, control_key=service.triton_control_key
+        )
+        shared = TritonClient(
+            service.triton_address,
+            timeout_s=30,
+            transport="shm",
+            control_key=service.triton_control_key,
+        )
+        # Triton's shared-memory API takes the service's key (server_arguments.py).
+        headers = other._control_headers()
         try:
             name, [output], pixels = await model_io(other, "face_recognizer")
             crops = random_input((2, 3, 112, 112), pixels, seed=3)
@@ -104,12 +122,12 @@ def test_shm_regions_are_registered_again_after_triton_forgets_them_and_freed_on
             regions = shm_files(shared.shm_prefix)
             # What a restarted Triton looks like: it knows none of the client's regions.
             for region in regions:
-                await other._client.unregister_system_shared_memory(region)
+                await other._client.unregister_system_shared_memory(region, headers=headers)
             again = (await shared.infer("face_recognizer", {name: crops}, [output]))[output]
         finally:
             await shared.close()
         try:
-            status = await other._client.get_system_shared_memory_status()
+            status = await other._client.get_system_shared_memory_status(headers=headers)
         finally:
             await other.close()
         registered = [region["name"] for region in status if region["name"] in regions]
@@ -132,7 +150,12 @@ def test_shm_with_a_triton_that_cannot_map_the_region_says_so(
     )
 
     async def call() -> str:
-        client = TritonClient(service.triton_address, timeout_s=30, transport="shm")
+        client = TritonClient(
+            service.triton_address,
+            timeout_s=30,
+            transport="shm",
+            control_key=service.triton_control_key,
+        )
         try:
             name, outputs, pixels = await model_io(client, "face_recognizer")
             with pytest.raises(ModelUnavailableError, match="FACE_TRITON_TRANSPORT=binary"):

@@ -74,7 +74,8 @@ def gallery_service(
 @pytest.fixture
 def gallery_api(gallery_service: ServiceProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gallery_service.url, timeout=120) as client:
-        assert client.delete("/identities", params={"confirm": "true"}).status_code == 200
+        wiped = client.delete("/identities", params={"confirm": "delete-all-identities"})
+        assert wiped.status_code == 200
         yield client
 
 
@@ -260,8 +261,13 @@ def test_manage_templates_names_pages_and_deletion(
     assert gallery_api.delete("/identities/p2").status_code == 404
     refused = gallery_api.delete("/identities")
     assert refused.status_code == 400
-    assert "confirm=true" in refused.json()["detail"]
-    assert gallery_api.delete("/identities", params={"confirm": "true"}).json() == {"deleted": 3}
+    assert "confirm=delete-all-identities" in refused.json()["detail"]
+    # Any truthy value is not the confirmation: only the phrase is.
+    for value in ("true", "1", "yes"):
+        assert gallery_api.delete("/identities", params={"confirm": value}).status_code == 400
+    assert gallery_api.get("/identities").json()["total"] == 3
+    wiped = gallery_api.delete("/identities", params={"confirm": "delete-all-identities"})
+    assert wiped.json() == {"deleted": 3}
     assert gallery_api.get("/identities").json()["total"] == 0
 
 

@@ -10,7 +10,6 @@ import socket
 
 import numpy as np
 import pytest
-from tritonclient.grpc import model_config_pb2 as mc
 
 from face_service.errors import ModelUnavailableError
 from face_service.inference.client import TritonClient
@@ -72,17 +71,3 @@ def test_shm_region_without_room_in_dev_shm_is_an_error_not_a_crash(
         return client.shm_prefix
 
     assert shm_files(asyncio.run(call())) == []
-
-
-async def model_io(client: TritonClient, model: str) -> tuple[str, list[str], bool]:
-    """The model's input name, output names, and whether it takes uint8 pixels."""
-    config = await client.model_config(model)
-    pixels = config.input[0].data_type == mc.TYPE_UINT8
-    return config.input[0].name, [output.name for output in config.output], pixels
-
-
-def random_input(shape: tuple[int, ...], pixels: bool, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if pixels:
-        return rng.integers(0, 256, shape, dtype=np.uint8)
-    return rng.standard_normal(shape).astype(np.float32)

@@ -73,3 +73,25 @@ def test_module_runs_as_a_script_with_settings_from_the_environment() -> None:
     assert "--http-address=::" in flags
     assert "--http-port=8123" in flags
     assert flags[-1] == "--log-info=false"
+
+
+def test_control_apis_are_restricted_to_the_key_over_http_and_grpc(tmp_path: Path) -> None:
+    key = "k" * 32
+    arguments = server_arguments(
+        Settings(), address="127.0.0.1", control_key=key, backend_shm_prefix="face_1_ab_backend_"
+    )
+    apis = "shared-memory,model-repository,trace,logging"
+    assert f"--http-restricted-api={apis}:face-triton-key={key}" in arguments
+    assert f"--grpc-restricted-protocol={apis}:face-triton-key={key}" in arguments
+    assert "--backend-config=python,shm-region-prefix-name=face_1_ab_backend_" in arguments
+    # No key given: the setting's (Docker/start.sh), else no restriction.
+    from_settings = server_arguments(Settings(triton_control_key="s" * 20), address="::")
+    assert f"--http-restricted-api={apis}:face-triton-key={'s' * 20}" in from_settings
+    plain = server_arguments(Settings(), address="::")
+    assert not any("restricted" in a or "shm-region-prefix" in a for a in plain)
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 20 + ":a=b", "x" * 20 + ",y"])
+def test_control_key_setting_rejects_values_that_would_break_the_flag(key: str) -> None:
+    with pytest.raises(ValueError, match="triton_control_key"):
+        Settings(triton_control_key=key)

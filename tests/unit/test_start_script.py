@@ -86,11 +86,16 @@ def image(tmp_path: Path) -> Image:
     return Image(app, models, recorded, env)
 
 
-def expected_flags(image: Image, address: str) -> list[str]:
+def expected_flags(image: Image, address: str, control_key: str | None = None) -> list[str]:
     settings = Settings(
         model_repository=image.models, triton_http_port=8123, triton_extra_args="--log-verbose=1"
     )
-    return server_arguments(settings, address=address)
+    return server_arguments(settings, address=address, control_key=control_key)
+
+
+def control_key(flags: list[str]) -> str:
+    [restriction] = [flag for flag in flags if flag.startswith("--http-restricted-api=")]
+    return restriction.rsplit("=", 1)[1]
 
 
 def test_triton_alone_gets_the_flags_of_server_arguments_and_fresh_configs(image: Image) -> None:
@@ -108,7 +113,16 @@ def test_all_in_one_starts_triton_on_loopback_and_stops_when_it_dies(image: Imag
     started = image.run(FAKE_STATUS="3")
     assert started.returncode == 1
     assert "tritonserver exited with status 3 before it was ready" in started.stderr
-    assert image.flags() == expected_flags(image, "127.0.0.1")
+    # Triton's control APIs take a fresh key, never logged, unless FACE_TRITON_CONTROL_KEY is set.
+    key = control_key(image.flags())
+    assert len(key) >= 32
+    assert key not in started.stderr
+    assert image.flags() == expected_flags(image, "127.0.0.1", control_key=key)
+    again = image.run(FAKE_STATUS="3")
+    assert control_key(image.flags()) != key
+    assert "--http-restricted-api=" in again.stderr  # logged, with the key masked
+    image.run(FAKE_STATUS="3", FACE_TRITON_CONTROL_KEY="k" * 20)
+    assert control_key(image.flags()) == "k" * 20
 
 
 def test_settings_that_make_no_flags_stop_the_script(image: Image) -> None:

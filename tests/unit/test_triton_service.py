@@ -4,10 +4,12 @@ and the facade's choice of transport."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
 
+from face_service.inference.reaper import group_alive
 from face_service.inference.server_arguments import server_arguments
 from face_service.settings import Settings
 from triton_service import TritonServer, TritonService
@@ -73,3 +75,40 @@ def test_service_client_transport_follows_where_triton_is(
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
     assert asyncio.run(chosen()) == transport
+
+
+def test_kill_and_stop_end_the_whole_process_group_and_the_backend_regions(
+    tmp_path: Path,
+) -> None:
+    # A stand-in tritonserver that ignores SIGINT and SIGTERM, with a child (a "stub") that
+    # ignores them too.
+    binary = tmp_path / "tritonserver"
+    binary.write_text("#!/bin/sh\ntrap '' TERM INT\nsleep 120 &\nsleep 120\n")
+    binary.chmod(0o755)
+    prefix = f"face_test_server_{os.getpid()}_backend_"
+    region = Path("/dev/shm") / f"{prefix}0"
+
+    async def run() -> None:
+        server = TritonServer(
+            binary=binary,
+            arguments=[],
+            url="127.0.0.1:1",
+            log_file=tmp_path / "triton.log",
+            backend_shm_prefix=prefix,
+        )
+        for end in (server.kill(), server.stop(timeout_s=0.5)):
+            region.write_bytes(b"x")
+            server.start_process()
+            pid = server.pid
+            assert pid is not None
+            await asyncio.sleep(0.2)
+            assert group_alive(pid)
+            await asyncio.wait_for(end, timeout=10)
+            assert server.exited()
+            assert not group_alive(pid)
+            assert not region.exists()
+
+    try:
+        asyncio.run(run())
+    finally:
+        region.unlink(missing_ok=True)

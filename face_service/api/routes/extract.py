@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from face_service.analysis import AnalyzedImage, ImageInput
+from face_service.api.auth import AUTH_ERRORS, AuditEvent, check_scope, require_scope
 from face_service.api.deps import AdmissionDep, GalleryDep, PipelineDep, SettingsDep
 from face_service.api.openapi import UPLOAD_ERRORS, multipart_openapi
 from face_service.api.schemas.extract import (
@@ -37,7 +38,11 @@ from face_service.imaging import encode_jpeg
 # original embedding, at 100 (no chroma subsampling either) >= 0.999.
 CROP_JPEG_QUALITY = 100
 
-router = APIRouter(tags=["extract"], responses=UPLOAD_ERRORS)
+router = APIRouter(
+    tags=["extract"],
+    responses={**AUTH_ERRORS, **UPLOAD_ERRORS},
+    dependencies=[require_scope("read")],
+)
 
 
 def extract_openapi() -> dict:
@@ -56,7 +61,8 @@ def extract_openapi() -> dict:
         "Send the images either as multipart files (`images`, repeated, with the options as "
         'form fields) or as JSON (`{"images": {"data": ["<base64>", ...]}, ...options}`). '
         "An image that cannot be read is reported in its own entry; the others still succeed. "
-        "Detector options left out take the service's settings."
+        "Detector options left out take the service's settings. `store=true` saves a "
+        "detection record per image and needs the `write` scope."
     ),
     openapi_extra=extract_openapi(),
     dependencies=[Depends(require_multipart_or_json)],
@@ -77,6 +83,9 @@ async def extract(
         images, options, filenames = await read_multipart(
             request, ExtractCreate, settings, files_field="images"
         )
+    if options.store:  # a write: it needs the scope, and the audit log records it
+        request.state.audit = AuditEvent("record.create")
+        check_scope(request, "write")
     async with admission.slot():
         results, timings = await pipeline.analyze(images, options)
     crops = await asyncio.to_thread(encode_crops, results) if options.return_face_crops else None
@@ -94,6 +103,7 @@ async def extract(
         record_ids = await store_records(gallery, results, options.filename, names)
         for entry, record_id in zip(public.images, record_ids, strict=True):
             entry.record_id = record_id
+        request.state.audit.targets["record_ids"] = [r for r in record_ids if r is not None]
     return public
 
 

@@ -6,15 +6,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
+from face_service.api.auth import AUTH_ERRORS, require_scope
 from face_service.api.deps import AdmissionDep, PipelineDep, SettingsDep
 from face_service.api.openapi import UPLOAD_ERRORS
 from face_service.api.schemas.faces import EmbeddingPublic, FacePublic, SimilarityPublic
 from face_service.api.uploads import read_image, require_multipart
 from face_service.faces import cosine_similarity
 
-# require_multipart runs before FastAPI validates the File/Form fields: another body is a 415.
+# The key is checked first (401/403 before anything is read); require_multipart runs before
+# FastAPI validates the File/Form fields: another body is a 415.
 router = APIRouter(
-    tags=["faces"], responses=UPLOAD_ERRORS, dependencies=[Depends(require_multipart)]
+    tags=["faces"],
+    responses={**AUTH_ERRORS, **UPLOAD_ERRORS},
+    dependencies=[require_scope("read"), Depends(require_multipart)],
 )
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
+from face_service.api.auth import AUTH_ERRORS, require_scope
 from face_service.api.deps import AdmissionDep, IdentificationDep, SettingsDep
 from face_service.api.openapi import error_responses
 from face_service.api.schemas.faces import FacePublic
@@ -22,7 +23,11 @@ from face_service.api.schemas.identities import IDENTITY_ID_PATTERN
 from face_service.api.uploads import read_image, require_multipart
 from face_service.identification import IdentifiedFace, unit_vector
 
-router = APIRouter(tags=["identify"], responses=error_responses(400, 404, 413, 415, 422, 503))
+router = APIRouter(
+    tags=["identify"],
+    responses={**AUTH_ERRORS, **error_responses(400, 404, 413, 415, 422, 503)},
+    dependencies=[require_scope("read")],
+)
 
 
 def identified_public(result: IdentifiedFace) -> IdentifiedFacePublic:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from face_service.analysis import ImageInput
+from face_service.api.auth import AUTH_ERRORS, record_targets, require_scope
 from face_service.api.deps import AdmissionDep, EnrollmentDep, GalleryDep, SettingsDep
 from face_service.api.openapi import error_responses, multipart_openapi
 from face_service.api.schemas.faces import FacePublic
@@ -28,8 +29,12 @@ from face_service.gallery import UNSET, Identity
 from face_service.settings import Settings
 
 router = APIRouter(
-    tags=["identities"], responses=error_responses(400, 404, 409, 413, 415, 422, 503)
+    tags=["identities"],
+    responses={**AUTH_ERRORS, **error_responses(400, 404, 409, 413, 415, 422, 503)},
 )
+
+# The value DELETE /identities needs: a deliberate phrase, not any truthy string.
+DELETE_ALL_CONFIRMATION = "delete-all-identities"
 
 
 def report_public(report: EnrollmentImage) -> ImageReport:
@@ -64,7 +69,7 @@ async def read_enrollment(
     response_model=EnrollmentPublic,
     summary="Enroll a person: one template per image (its most prominent face)",
     openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N images of the person"),
-    dependencies=[Depends(require_multipart)],
+    dependencies=[require_scope("write", audit="identity.create"), Depends(require_multipart)],
 )
 async def enroll(
     request: Request,
@@ -81,7 +86,12 @@ async def enroll(
             images=images,
             filenames=filenames,
         )
+    record_targets(request, identity_id=identity.identity_id, template_ids=template_ids(reports))
     return enrollment_public(identity, reports)
+
+
+def template_ids(reports: list[EnrollmentImage]) -> list[str]:
+    return [r.template_id for r in reports if r.template_id is not None]
 
 
 @router.post(
@@ -89,7 +99,7 @@ async def enroll(
     response_model=EnrollmentPublic,
     summary="Add templates to a person",
     openapi_extra=multipart_openapi(IdentityCreateForm, "images", "1..N more images"),
-    dependencies=[Depends(require_multipart)],
+    dependencies=[require_scope("write", audit="identity.add_images"), Depends(require_multipart)],
 )
 async def add_images(
     identity_id: str,
@@ -105,6 +115,7 @@ async def add_images(
         identity, reports = await enrollment.add_images(
             identity_id=identity_id, images=images, filenames=filenames
         )
+    record_targets(request, template_ids=template_ids(reports))
     return enrollment_public(identity, reports)
 
 
@@ -112,6 +123,7 @@ async def add_images(
     "/identities/{identity_id}/templates/{template_id}",
     response_model=IdentityPublic,
     summary="Remove one template of a person",
+    dependencies=[require_scope("write", audit="template.delete")],
 )
 async def delete_template(
     identity_id: str, template_id: str, gallery: GalleryDep
@@ -123,7 +135,10 @@ async def delete_template(
 
 
 @router.patch(
-    "/identities/{identity_id}", response_model=IdentityPublic, summary="Change name or metadata"
+    "/identities/{identity_id}",
+    response_model=IdentityPublic,
+    summary="Change name or metadata",
+    dependencies=[require_scope("write", audit="identity.update")],
 )
 async def update_identity(
     identity_id: str, update: IdentityUpdate, gallery: GalleryDep
@@ -141,7 +156,10 @@ async def update_identity(
 
 
 @router.get(
-    "/identities", response_model=IdentityPagePublic, summary="List people, a page at a time"
+    "/identities",
+    response_model=IdentityPagePublic,
+    summary="List people, a page at a time",
+    dependencies=[require_scope("read")],
 )
 async def list_identities(
     gallery: GalleryDep,
@@ -160,34 +178,64 @@ async def list_identities(
     )
 
 
-@router.get("/identities/{identity_id}", response_model=IdentityPublic, summary="One person")
+@router.get(
+    "/identities/{identity_id}",
+    response_model=IdentityPublic,
+    summary="One person",
+    dependencies=[require_scope("read")],
+)
 async def get_identity(identity_id: str, gallery: GalleryDep) -> IdentityPublic:
     identity = await asyncio.to_thread(gallery.get_identity, identity_id=identity_id)
     return IdentityPublic.from_identity(identity)
 
 
-@router.delete("/identities/{identity_id}", status_code=204, summary="Delete a person")
+@router.delete(
+    "/identities/{identity_id}",
+    status_code=204,
+    summary="Delete a person",
+    dependencies=[require_scope("write", audit="identity.delete")],
+)
 async def delete_identity(identity_id: str, gallery: GalleryDep) -> Response:
     await asyncio.to_thread(gallery.delete_identity, identity_id=identity_id)
     return Response(status_code=204)
 
 
-@router.delete("/identities", response_model=DeletedPublic, summary="Delete every person")
+@router.delete(
+    "/identities",
+    response_model=DeletedPublic,
+    summary="Delete every person (admin, with an explicit confirmation)",
+    dependencies=[require_scope("admin", audit="identity.delete_all")],
+)
 async def delete_all(
+    request: Request,
     gallery: GalleryDep,
-    confirm: Annotated[bool, Query(description="must be true: this empties the gallery")] = False,
+    confirm: Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            description=f"must be `{DELETE_ALL_CONFIRMATION}`: this empties the gallery",
+        ),
+    ] = None,
 ) -> DeletedPublic:
-    if not confirm:
-        raise ConfirmationRequiredError("deleting every identity needs ?confirm=true")
-    return DeletedPublic(deleted=await asyncio.to_thread(gallery.delete_all))
+    if confirm != DELETE_ALL_CONFIRMATION:
+        raise ConfirmationRequiredError(
+            f"deleting every identity needs ?confirm={DELETE_ALL_CONFIRMATION}"
+        )
+    deleted = await asyncio.to_thread(gallery.delete_all)
+    record_targets(request, deleted=deleted)
+    return DeletedPublic(deleted=deleted)
 
 
 @router.post(
     "/identities/{identity_id}/merge",
     response_model=IdentityPublic,
     summary="Move another person's templates to this one and delete the other",
+    dependencies=[require_scope("write", audit="identity.merge")],
 )
-async def merge(identity_id: str, body: MergeCreate, gallery: GalleryDep) -> IdentityPublic:
+async def merge(
+    identity_id: str, body: MergeCreate, request: Request, gallery: GalleryDep
+) -> IdentityPublic:
+    record_targets(request, source_id=body.source_id)
     if body.source_id == identity_id:
         raise validation_error("source_id", "cannot merge an identity into itself")
     identity = await asyncio.to_thread(

@@ -7,14 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from face_service.api.auth import AUTH_ERRORS, require_scope
 from face_service.api.deps import GalleryDep
 from face_service.api.openapi import error_responses
 from face_service.api.schemas.records import RecordPagePublic, RecordPublic
 
-router = APIRouter(tags=["records"], responses=error_responses(404, 422, 503))
+router = APIRouter(tags=["records"], responses={**AUTH_ERRORS, **error_responses(404, 422, 503)})
 
 
-@router.get("/records", response_model=RecordPagePublic, summary="Detection records by file name")
+@router.get(
+    "/records",
+    response_model=RecordPagePublic,
+    summary="Detection records by file name",
+    dependencies=[require_scope("read")],
+)
 async def find_records(
     gallery: GalleryDep,
     filename: Annotated[str | None, Query(max_length=1000, description="substring")] = None,
@@ -29,14 +35,24 @@ async def find_records(
     )
 
 
-@router.get("/records/{record_id}", response_model=RecordPublic, summary="One detection record")
+@router.get(
+    "/records/{record_id}",
+    response_model=RecordPublic,
+    summary="One detection record",
+    dependencies=[require_scope("read")],
+)
 async def get_record(record_id: str, gallery: GalleryDep) -> RecordPublic:
     return RecordPublic.from_record(
         await asyncio.to_thread(gallery.get_record, record_id=record_id)
     )
 
 
-@router.delete("/records/{record_id}", status_code=204, summary="Delete a detection record")
+@router.delete(
+    "/records/{record_id}",
+    status_code=204,
+    summary="Delete a detection record",
+    dependencies=[require_scope("write", audit="record.delete")],
+)
 async def delete_record(record_id: str, gallery: GalleryDep) -> Response:
     await asyncio.to_thread(gallery.delete_record, record_id=record_id)
     return Response(status_code=204)
