@@ -13,9 +13,13 @@ MAX_LINES = 500
 
 
 def project_modules() -> dict[str, Path]:
-    """Dotted name -> file, for the entry modules and everything in face_service/."""
+    """Dotted name -> file, for the entry modules and everything in face_service/ and
+    face_client/ (the Python client and CLI)."""
     modules = {name: REPOSITORY_ROOT / f"{name}.py" for name in ENTRY_MODULES}
-    for path in sorted((REPOSITORY_ROOT / "face_service").rglob("*.py")):
+    packages = ("face_service", "face_client")
+    for path in sorted(
+        p for package in packages for p in (REPOSITORY_ROOT / package).rglob("*.py")
+    ):
         parts = path.relative_to(REPOSITORY_ROOT).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]

@@ -1,0 +1,278 @@
+"""The asynchronous client: the same methods as Client (face_client/client.py), awaited.
+
+async with AsyncClient("http://127.0.0.1:3000", api_key="...") as face:
+    result = await face.identify("group.jpg")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, TypeVar, Unpack
+
+import httpx
+
+import face_client.calls as calls
+import face_client.models as models
+from face_client.calls import (
+    UNSET,
+    AuditFilter,
+    Call,
+    DetectionOptions,
+    ImageSource,
+    Unset,
+)
+from face_client.retry import RetryPolicy
+from face_client.transport import (
+    Settings,
+    connect_retryable,
+    connection_failed,
+    request_arguments,
+    result,
+    retry_after,
+    retryable,
+)
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """``url`` defaults to $FACE_URL, then http://127.0.0.1:3000; ``api_key`` to $FACE_API_KEY.
+    ``transport``: an httpx transport (tests pass httpx.MockTransport); ``http``: an httpx
+    client of the caller's to send with instead of the client's own (not closed by it)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout_s: float | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = Settings.resolve(url, api_key, timeout_s, retry)
+        # A caller's own httpx client (proxies, TLS, an app's test client) stays the caller's.
+        self.owns_http = http is None
+        self.http = http or httpx.AsyncClient(timeout=self.settings.timeout_s, transport=transport)
+        self.headers = self.settings.headers()
+        self.sleep = asyncio.sleep  # replaceable, for tests
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self.owns_http:
+            await self.http.aclose()
+
+    async def send(self, call: Call[T]) -> T:
+        policy = self.settings.retry
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self.http.request(
+                    call.method,
+                    self.settings.url + call.path,
+                    headers=self.headers,
+                    **request_arguments(call),
+                )
+            except httpx.TransportError as error:
+                wait = policy.delay(attempt - 1, None)
+                if connect_retryable(call, policy, error) and policy.should_retry(
+                    attempt, started, wait
+                ):
+                    await self.sleep(wait)
+                    continue
+                raise connection_failed(call, self.settings.url, error) from error
+            if retryable(call, policy, response):
+                wait = policy.delay(attempt - 1, retry_after(response))
+                if policy.should_retry(attempt, started, wait):
+                    await self.sleep(wait)
+                    continue
+            return result(call, response)
+
+    # -- faces
+
+    async def embedding(self, image: ImageSource) -> models.Embedding:
+        """The most prominent face's embedding (POST /embedding)."""
+        return await self.send(calls.embedding(image))
+
+    async def face_similarity(
+        self, image_a: ImageSource, image_b: ImageSource, *, threshold: float | None = None
+    ) -> models.Similarity:
+        """1:1 of two images' most prominent faces (POST /face-similarity)."""
+        return await self.send(calls.face_similarity(image_a, image_b, threshold))
+
+    compare = face_similarity
+
+    async def extract(
+        self,
+        images: Sequence[ImageSource],
+        *,
+        store: bool = False,
+        filename: str | None = None,
+        as_json: bool = False,
+        **options: Unpack[DetectionOptions],
+    ) -> models.Extraction:
+        """Every face of each image (POST /extract), as multipart or, with ``as_json``, base64
+        JSON. An unreadable image is reported in its own entry (status 'error')."""
+        return await self.send(
+            calls.extract(images, store=store, filename=filename, as_json=as_json, options=options)
+        )
+
+    async def draw(
+        self,
+        image: ImageSource,
+        *,
+        landmarks: bool = True,
+        scores: bool = True,
+        **options: Unpack[DetectionOptions],
+    ) -> models.Drawing:
+        """The image as JPEG with its faces drawn (POST /draw)."""
+        return await self.send(
+            calls.draw(image, landmarks=landmarks, scores=scores, options=options)
+        )
+
+    # -- identities
+
+    async def enroll(
+        self,
+        images: Sequence[ImageSource],
+        *,
+        identity_id: str | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> models.Enrollment:
+        """A new person, one template per usable image (POST /identities). Each template's
+        ``source`` is the image's file name."""
+        return await self.send(calls.enroll(images, identity_id, name, metadata))
+
+    async def add_images(
+        self, identity_id: str, images: Sequence[ImageSource]
+    ) -> models.Enrollment:
+        return await self.send(calls.add_images(identity_id, images))
+
+    async def list_identities(
+        self, *, offset: int = 0, limit: int = 100, name: str | None = None
+    ) -> models.IdentityPage:
+        return await self.send(calls.list_identities(offset, limit, name))
+
+    async def iter_identities(
+        self, *, name: str | None = None, page_size: int = 500
+    ) -> AsyncIterator[models.Identity]:
+        """Every identity, a page at a time."""
+        offset = 0
+        while True:
+            page = await self.list_identities(offset=offset, limit=page_size, name=name)
+            for identity in page.items:
+                yield identity
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
+    async def get_identity(self, identity_id: str) -> models.Identity:
+        return await self.send(calls.get_identity(identity_id))
+
+    async def update_identity(
+        self,
+        identity_id: str,
+        *,
+        name: str | Unset | None = UNSET,
+        metadata: dict[str, Any] | Unset = UNSET,
+    ) -> models.Identity:
+        """PATCH: only the arguments given change; ``name=None`` clears the name."""
+        return await self.send(calls.update_identity(identity_id, name, metadata))
+
+    async def delete_identity(self, identity_id: str) -> None:
+        await self.send(calls.delete_identity(identity_id))
+
+    async def delete_all_identities(self, *, confirm: str) -> models.Deleted:
+        """Empties the gallery. ``confirm`` must be the value the service asks for: spelled out
+        (DELETE_ALL_CONFIRMATION) so that no call does this by accident."""
+        return await self.send(calls.delete_all_identities(confirm))
+
+    async def delete_template(self, identity_id: str, template_id: str) -> models.Identity:
+        return await self.send(calls.delete_template(identity_id, template_id))
+
+    async def template_image(self, identity_id: str, template_id: str) -> bytes:
+        """The template's aligned face crop as JPEG (NotFound when the service keeps none)."""
+        return await self.send(calls.template_image(identity_id, template_id))
+
+    async def merge(self, identity_id: str, source_id: str) -> models.Identity:
+        """Moves ``source_id``'s templates to ``identity_id`` and deletes ``source_id``."""
+        return await self.send(calls.merge(identity_id, source_id))
+
+    # -- identify and verify
+
+    async def identify(
+        self, image: ImageSource, *, top_k: int = 5, threshold: float | None = None
+    ) -> models.Identification:
+        return await self.send(calls.identify(image, top_k, threshold))
+
+    async def identify_embedding(
+        self, embedding: Sequence[float], *, top_k: int = 5, threshold: float | None = None
+    ) -> models.Identification:
+        return await self.send(calls.identify_embedding(embedding, top_k, threshold))
+
+    async def verify(
+        self, image: ImageSource, identity_id: str, *, threshold: float | None = None
+    ) -> models.Verification:
+        return await self.send(calls.verify(image, identity_id, threshold))
+
+    async def verify_embedding(
+        self, embedding: Sequence[float], identity_id: str, *, threshold: float | None = None
+    ) -> models.Verification:
+        return await self.send(calls.verify_embedding(embedding, identity_id, threshold))
+
+    # -- detection records
+
+    async def list_records(
+        self, *, filename: str | None = None, offset: int = 0, limit: int = 100
+    ) -> models.RecordPage:
+        return await self.send(calls.list_records(filename, offset, limit))
+
+    async def get_record(self, record_id: str) -> models.Record:
+        return await self.send(calls.get_record(record_id))
+
+    async def delete_record(self, record_id: str) -> None:
+        await self.send(calls.delete_record(record_id))
+
+    # -- health
+
+    async def health(self) -> models.Health:
+        """Readiness; a 503 is returned as ``Health(status='unavailable', ...)``, not raised."""
+        return await self.send(calls.health())
+
+    async def live(self) -> models.Liveness:
+        return await self.send(calls.live())
+
+    # -- API keys and the audit log (admin scope)
+
+    async def create_key(self, name: str, scopes: Sequence[str]) -> models.CreatedKey:
+        """A new key with ``scopes`` (read, write, admin); its secret (``.key``) is in this
+        answer only."""
+        return await self.send(calls.create_key(name, scopes))
+
+    async def list_keys(self, *, include_revoked: bool = False) -> list[models.ApiKey]:
+        return await self.send(calls.list_keys(include_revoked))
+
+    async def revoke_key(self, key_id: str) -> models.ApiKey:
+        return await self.send(calls.revoke_key(key_id))
+
+    async def audit(
+        self, *, offset: int = 0, limit: int = 100, **filters: Unpack[AuditFilter]
+    ) -> models.AuditPage:
+        """The audit log of writes, newest first."""
+        return await self.send(calls.audit(offset, limit, filters))
