@@ -280,8 +280,7 @@ def test_export_and_reimport_round_trip(
 def test_export_with_faces_reimports_without_the_photos(
     cli_service: ServiceProcess, face: Client, people_dir: Path, tmp_path: Path
 ) -> None:
-    if not has_face_crops(cli_service.url):
-        pytest.skip("face crops arrive with issue 11's web branch; this runs once it is merged")
+    assert has_face_crops(cli_service.url), "the service has no face-crop route"
     if face.list_identities().total == 0:
         assert run(cli_service, "enroll", str(people_dir)).code == 1
     before = templates(face)
@@ -302,8 +301,7 @@ def test_export_with_faces_reimports_without_the_photos(
 
 
 def test_a_wrong_api_key_exits_4(cli_service: ServiceProcess) -> None:
-    if not has_key_routes(cli_service.url):
-        pytest.skip("API keys arrive with issue 10's auth branch; this runs once it is merged")
+    assert has_key_routes(cli_service.url), "the service has no key routes"
     refused = run(cli_service, "list", key="not-a-valid-key")
     assert refused.code == 4
     assert "HTTP 401" in refused.err

@@ -222,8 +222,7 @@ def test_identify_and_verify_by_image_and_by_embedding(
 def test_a_templates_face_crop(
     api_service: ServiceProcess, face: Client, amanda: list[Path]
 ) -> None:
-    if not has_face_crops(api_service.url):
-        pytest.skip("face crops arrive with issue 11's web branch; this runs once it is merged")
+    assert has_face_crops(api_service.url), "the service has no face-crop route"
     enrolled = face.enroll(amanda[:1], identity_id="with-face")
     template_id = enrolled.identity.templates[0].template_id
     jpeg = face.template_image("with-face", template_id)
@@ -314,8 +313,7 @@ def test_the_async_client_against_the_service(
 
 @pytest.fixture
 def key_routes(api_service: ServiceProcess) -> None:
-    if not has_key_routes(api_service.url):
-        pytest.skip("API keys arrive with issue 10's auth branch; these run once it is merged")
+    assert has_key_routes(api_service.url), "the service has no key routes"
 
 
 @pytest.mark.usefixtures("key_routes")
