@@ -25,7 +25,7 @@ from face_service.analysis import (
     raise_first_error,
     settings_context,
 )
-from face_service.errors import FaceServiceError, InvalidImageError, NoFaceError
+from face_service.errors import FaceServiceError, InvalidImageError, NoFaceError, TooManyFacesError
 from face_service.faces import (
     DetectionOptions,
     Face,
@@ -295,6 +295,12 @@ class FacePipeline:
         pairs = [(image, face) for image in images if image.usable for face in image.faces]
         if not pairs or not (embeddings or keep_crops):
             return
+        if len(pairs) > self.settings.max_faces_per_request:
+            raise TooManyFacesError(
+                f"{len(pairs)} faces to embed in this request; at most "
+                f"{self.settings.max_faces_per_request} are (FACE_MAX_FACES_PER_REQUEST): raise "
+                "det_threshold, set limit_faces, or send fewer images"
+            )
         if aligned:
             crops = [image.image for image, _ in pairs]
         else:

@@ -44,6 +44,12 @@ class ConfirmationRequiredError(FaceServiceError):
     status_code = 400
 
 
+class TooManyFacesError(FaceServiceError):
+    """More faces to embed in one request than FACE_MAX_FACES_PER_REQUEST allows."""
+
+    status_code = 422
+
+
 class NoUsableFaceError(FaceServiceError):
     """An enrollment where no image gave a usable face: nothing is written."""
 

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(50_000_000, gt=0)
     max_images_per_request: int = Field(32, ge=1)
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    # Faces embedded in one request: the recognizer takes ~12 ms a face on 2 cores, so an
+    # unbounded count is a denial of service (a near-zero det_threshold made 6,000 faces of one
+    # portrait: 71 s). 1000 covers 32 crowded group photos; beyond it the request gets a 422.
+    max_faces_per_request: int = Field(1000, ge=1)
     # Decoding memory: the bytes one image may take to decode and convert (estimated from its
     # header before any pixel is decoded; 512 MiB admits every RGB image under max_image_pixels,
     # at 7 bytes a pixel), and the long side beyond which a JPEG is decoded at 1/2, 1/4 or 1/8

@@ -6,6 +6,7 @@ README."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import socket
@@ -281,3 +282,22 @@ def test_a_huge_jpeg_decodes_at_reduced_scale_with_the_same_faces(
         assert np.allclose(np.array(b["bbox"]) / 7, a["bbox"], atol=4)
         similarity = float(np.dot(a["embedding"], b["embedding"]))
         assert similarity > 0.8
+
+
+def test_a_near_zero_det_threshold_is_refused_not_embedded_for_a_minute(
+    api: httpx.Client, photos: dict[str, Path]
+) -> None:
+    """The fuzzer's find: det_threshold 1e-6 made 6,000 'faces' of one portrait and /extract
+    embedded them all (75 s). NMS now looks at the 2000 best candidates (about 600 faces of this
+    portrait are left), and a request may embed at most FACE_MAX_FACES_PER_REQUEST (1000)."""
+    encoded = base64.b64encode(photos["yaoming"].read_bytes()).decode()
+    body = {"images": {"data": [encoded, encoded]}, "det_threshold": 1e-6}
+    response = api.post("/extract", json=body)
+    assert response.status_code == 422, response.text[:300]
+    detail = response.json()["detail"]
+    assert "faces to embed in this request; at most 1000 are" in detail
+    assert int(detail.split()[0]) <= 2 * 2000
+    # Asking for few faces still works at that threshold: they are chosen before embedding.
+    limited = api.post("/extract", json={**body, "limit_faces": 3})
+    assert limited.status_code == 200
+    assert [len(image["faces"]) for image in limited.json()["images"]] == [3, 3]

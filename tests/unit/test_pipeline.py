@@ -9,7 +9,12 @@ import asyncio
 import cv2
 import pytest
 
-from face_service.errors import ImageTooLargeError, InvalidImageError, NoFaceError
+from face_service.errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    NoFaceError,
+    TooManyFacesError,
+)
 from face_service.settings import Settings
 from tests.fakes import fake_pipeline, png
 
@@ -78,3 +83,12 @@ def test_prominent_faces_fails_on_an_unreadable_image_first() -> None:
         asyncio.run(pipeline.prominent_faces([(png(0), "image_a"), (b"junk", "image_b")]))
     with pytest.raises(NoFaceError, match="image_a"):
         asyncio.run(pipeline.prominent_faces([(png(0), "image_a"), (png(1), "image_b")]))
+
+
+def test_more_faces_than_a_request_may_embed_is_a_422_before_any_is_embedded() -> None:
+    pipeline = fake_pipeline(Settings(max_faces_per_request=4))
+    with pytest.raises(TooManyFacesError, match="5 faces to embed in this request; at most 4"):
+        asyncio.run(pipeline.analyze([png(2), png(3)]))
+    assert pipeline.recognizer.batches == []  # type: ignore[attr-defined]
+    images, _ = asyncio.run(pipeline.analyze([png(2), png(3)], pipeline.options(limit_faces=2)))
+    assert [len(image.faces) for image in images] == [2, 2]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from face_service.inference.scrfd import (
+    MAX_NMS_CANDIDATES,
     ScrfdLayoutError,
     anchor_centers,
     decode_scrfd,
@@ -120,3 +121,12 @@ def test_outputs_that_are_not_scrfd_are_refused(
 ) -> None:
     with pytest.raises(ScrfdLayoutError, match=message):
         group_outputs(last_dims)
+
+
+def test_nms_looks_at_the_best_scoring_candidates_only() -> None:
+    # 5000 disjoint boxes, all above any threshold: only the best max_candidates are considered.
+    boxes = np.array([[10 * i, 0, 10 * i + 5, 5] for i in range(5000)], dtype=np.float32)
+    scores = np.linspace(0.01, 0.99, 5000).astype(np.float32)
+    kept = nms(boxes, scores, 0.4, max_candidates=100)
+    assert kept.tolist() == list(range(4999, 4899, -1))
+    assert len(nms(boxes, scores, 0.4)) == MAX_NMS_CANDIDATES
