@@ -29,7 +29,7 @@ MAX_OFFSET = 2**62
 router = APIRouter(
     route_class=BoundedJSONRoute,
     tags=["access"],
-    responses={**AUTH_ERRORS, **error_responses(404, 409, 422, 503)},
+    responses={**AUTH_ERRORS, **error_responses(400, 404, 409, 422, 503)},
 )
 
 
