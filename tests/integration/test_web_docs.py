@@ -67,3 +67,45 @@ def test_redoc_renders_offline(service: ServiceProcess, tmp_path: Path) -> None:
         browsing.screenshot("redoc")
     assert browsing.refused == []
     only_the_service(browsing.requests, service.url)
+
+
+LIST_IDENTITIES = "#operations-identities-list_identities_identities_get"
+LIST_STATUS = f"{LIST_IDENTITIES} .live-responses-table tbody td.response-col_status"
+
+
+def test_swagger_authorize_sends_the_key(service: ServiceProcess, tmp_path: Path) -> None:
+    """With keys required, "Try it out" is refused until the Authorize button is given a key,
+    then the same call answers 200 with the key in its X-API-Key header."""
+    key = "swagger-admin-" + "k" * 32
+    keyed = ServiceProcess(
+        api_port=0,
+        triton_url=service.triton_address,
+        work_dir=tmp_path / "keyed",
+        env={"FACE_AUTH": "required", "FACE_ADMIN_KEY": key},
+    )
+    with keyed, browse(keyed.url, tmp_path) as browsing:
+        page = browsing.page
+        page.goto(f"{keyed.url}/docs")
+        page.wait_for_selector(LIST_IDENTITIES)
+        page.click(f"{LIST_IDENTITIES} .opblock-summary")
+        page.click(f"{LIST_IDENTITIES} .try-out__btn")
+        status = page.locator(
+            f"{LIST_IDENTITIES} .live-responses-table tbody td.response-col_status"
+        )
+        page.click(f"{LIST_IDENTITIES} .execute")
+        status.first.wait_for()
+        assert status.first.inner_text().strip() == "401"
+
+        page.click(".swagger-ui .btn.authorize")
+        page.locator(".auth-container input").first.fill(key)
+        page.locator(".auth-container").first.locator("button.authorize").click()
+        page.locator("button.btn-done").first.click()
+        page.click(f"{LIST_IDENTITIES} .execute")
+        page.wait_for_function(
+            "selector => document.querySelector(selector)?.innerText.trim() === '200'",
+            arg=LIST_STATUS,
+        )
+        curl = page.locator(f"{LIST_IDENTITIES} .curl-command").inner_text()
+        assert f"X-API-Key: {key}" in curl
+        browsing.screenshot("swagger-authorized-200")
+    assert browsing.refused == []
