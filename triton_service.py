@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -35,6 +35,7 @@ from face_service.inference.client import TritonClient
 from face_service.inference.model_config import (
     detect_backend,
     model_serving_options,
+    read_serving_summaries,
     write_model_configs,
 )
 from face_service.inference.names import MODEL_NAMES
@@ -205,6 +206,8 @@ class HealthReport:
     triton: bool
     models: dict[str, bool]
     reason: str | None
+    # Per model: backend, runtime and precision, as the generated configs serve it.
+    serving: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class TritonService:
@@ -229,6 +232,7 @@ class TritonService:
             control_key=control_key,
         )
         self.reaper: Reaper | None = None
+        self._serving: dict[str, dict[str, str]] = {}
         self._monitor: asyncio.Task[None] | None = None
 
     def transport(self, url: str) -> Literal["binary", "shm"]:
@@ -253,8 +257,11 @@ class TritonService:
         backend_directory = prepare_python_backend(settings.triton_log_file.parent / "backends")
         backend = settings.triton_backend
         if backend == "auto":
-            backend = detect_backend(backend_directory)
+            backend = detect_backend(backend_directory, settings.cpu_runtime)
         write_model_configs(settings.model_repository, model_serving_options(settings, backend))
+        self._serving = read_serving_summaries(settings.model_repository)
+        for name, serving in self._serving.items():
+            logger.info("%s: %s", name, ", ".join(f"{k} {v}" for k, v in serving.items()))
         # The python backend's regions carry this process's prefix too, so that the reaper
         # finds them after a crash.
         backend_shm_prefix = f"{self.client.shm_prefix}_backend_"
@@ -346,7 +353,7 @@ class TritonService:
         down, else the server and both models are asked at the same time."""
         if self.client.down:
             models = dict.fromkeys(MODEL_NAMES, False)
-            return HealthReport(False, False, models, self.client.down_reason)
+            return HealthReport(False, False, models, self.client.down_reason, self.serving())
         triton, *ready = await asyncio.gather(
             self.client.server_ready(), *(self.client.model_ready(name) for name in MODEL_NAMES)
         )
@@ -357,4 +364,17 @@ class TritonService:
         elif not all(models.values()):
             missing = ", ".join(name for name, ready in models.items() if not ready)
             reason = f"model(s) not ready: {missing}"
-        return HealthReport(ready=reason is None, triton=triton, models=models, reason=reason)
+        return HealthReport(
+            ready=reason is None,
+            triton=triton,
+            models=models,
+            reason=reason,
+            serving=self.serving(),
+        )
+
+    def serving(self) -> dict[str, dict[str, str]]:
+        """Backend, runtime and precision per model, from the configs in the model repository
+        (written by this process for its own server, by Docker/start.sh for an external one)."""
+        if not self._serving:
+            self._serving = read_serving_summaries(self.settings.model_repository)
+        return self._serving

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -30,6 +30,8 @@ SETTINGS_CONTEXT = "settings"
 # Each detector option and the setting that gives its default.
 SETTING_OF_OPTION = {
     "max_size": "detector_input_size",
+    "canvas": "detector_canvas",
+    "min_canvas_size": "detector_min_input_size",
     "det_threshold": "det_threshold",
     "nms_threshold": "nms_threshold",
 }
@@ -52,6 +54,15 @@ class AnalysisOptions(BaseModel):
 
     max_size: int = like_setting(
         "detector_input_size", "detector input long side; default FACE_DETECTOR_INPUT_SIZE"
+    )
+    canvas: Literal["fit", "fixed"] = like_setting(
+        "detector_canvas",
+        "'fit': the smallest square canvas (multiple of 32) holding the image, between "
+        "min_canvas_size and max_size; 'fixed': always max_size. Default FACE_DETECTOR_CANVAS",
+    )
+    min_canvas_size: int = like_setting(
+        "detector_min_input_size",
+        "smallest detector canvas side with canvas 'fit'; default FACE_DETECTOR_MIN_INPUT_SIZE",
     )
     det_threshold: float = like_setting(
         "det_threshold", "minimum detection score; default FACE_DET_THRESHOLD"
@@ -86,7 +97,11 @@ class AnalysisOptions(BaseModel):
 
     def detection(self) -> DetectionOptions:
         return DetectionOptions(
-            input_size=self.max_size, threshold=self.det_threshold, nms_threshold=self.nms_threshold
+            input_size=self.max_size,
+            threshold=self.det_threshold,
+            nms_threshold=self.nms_threshold,
+            canvas=self.canvas,
+            min_input_size=self.min_canvas_size,
         )
 
 

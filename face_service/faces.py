@@ -34,9 +34,11 @@ class Face:
 
 @dataclass(frozen=True)
 class DetectionOptions:
-    input_size: int  # detector canvas side
+    input_size: int  # detector canvas side (with canvas "fit": the largest)
     threshold: float  # minimum detection score
     nms_threshold: float  # IoU above which the weaker of two boxes is dropped
+    canvas: str = "fixed"  # "fit": each image's own canvas, see imaging.fitted_letterbox
+    min_input_size: int = 64  # with canvas "fit": the smallest canvas side
 
 
 def prominence(face: Face, width: int, height: int) -> float:

@@ -205,6 +205,26 @@ def letterbox(image: np.ndarray, size: int) -> Letterbox:
     return Letterbox(canvas=canvas, scale=new_height / height)
 
 
+def fitted_canvas_side(height: int, width: int, max_side: int, min_side: int) -> int:
+    """The detector canvas for an image: the smallest multiple of 32 (SCRFD's coarsest stride)
+    that holds its long side, but at least ``min_side`` and at most ``max_side``."""
+    side = -(-max(height, width) // 32) * 32
+    return min(max_side, max(min_side, side))
+
+
+def fitted_letterbox(image: np.ndarray, max_side: int, min_side: int) -> Letterbox:
+    """The image on the canvas :func:`fitted_canvas_side` chooses: as it is when it fits (no
+    resize), else resized as :func:`letterbox` does (shrunk to ``max_side``, or enlarged to
+    ``min_side``: SCRFD needs a face of ~16 canvas pixels)."""
+    height, width = image.shape[:2]
+    side = fitted_canvas_side(height, width, max_side, min_side)
+    if max(height, width) < min(min_side, max_side) or max(height, width) > side:
+        return letterbox(image, side)
+    canvas = np.zeros((side, side, 3), dtype=np.uint8)
+    canvas[:height, :width] = image
+    return Letterbox(canvas=canvas, scale=1.0)
+
+
 def pad_to_square(
     image: np.ndarray, factor: float, max_side: int | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout root (face_service/ sits directly below it): computed here and nowhere else.
@@ -34,7 +34,16 @@ class Settings(BaseSettings):
     triton_http_port: int = Field(8000, ge=1, le=65535)
     triton_grpc_port: int = Field(8001, ge=1, le=65535)
     triton_metrics_port: int = Field(8002, ge=1, le=65535)
-    triton_backend: Literal["auto", "onnxruntime", "python"] = "auto"
+    # Triton's backend for the models: "auto" is Triton's native backend for cpu_runtime where
+    # the server has one (the official container), else the python backend running cpu_runtime
+    # (the local tritonserver of the nvidia-pytriton wheel).
+    triton_backend: Literal["auto", "onnxruntime", "openvino", "python"] = "auto"
+    # What runs the ONNX models on the CPU, and in which arithmetic. OpenVINO uses the CPU's
+    # bf16 and VNNI units, which onnxruntime's CPU provider does not; "auto" precision is bf16
+    # where the CPU has it natively (OpenVINO's OPTIMIZATION_CAPABILITIES), else fp32.
+    # onnxruntime runs fp32 only. README "Speed" has the measurements.
+    cpu_runtime: Literal["openvino", "onnxruntime"] = "openvino"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     triton_startup_timeout_s: float = Field(180.0, gt=0)
     triton_request_timeout_s: float = Field(30.0, gt=0)
     # Faults: /health and the watchdog's probes give Triton this long to answer (not the request
@@ -86,7 +95,13 @@ class Settings(BaseSettings):
     model_zoo_url: str | None = None
 
     # Detection and verification
+    # The detector's canvas: "fit" letterboxes each image into the smallest square (a multiple
+    # of 32) that holds it, at most detector_input_size and at least detector_min_input_size (a
+    # smaller image is enlarged to it); "fixed" always uses detector_input_size, as InsightFace
+    # does (a 250x250 portrait then costs 6x the arithmetic, on black padding).
     detector_input_size: int = Field(640, ge=64, le=2048, multiple_of=32)
+    detector_canvas: Literal["fit", "fixed"] = "fit"
+    detector_min_input_size: int = Field(160, ge=64, le=2048, multiple_of=32)
     det_threshold: float = Field(0.5, gt=0, lt=1)
     nms_threshold: float = Field(0.4, gt=0, le=1)
     similarity_threshold: float | None = Field(
@@ -159,6 +174,20 @@ class Settings(BaseSettings):
         if value.strip():
             parse_many(value)  # ValueError names what it could not read
         return value
+
+    @model_validator(mode="after")
+    def runtime_has_precision(self) -> Settings:
+        if self.precision == "bf16" and self.cpu_runtime != "openvino":
+            raise ValueError("precision bf16 needs cpu_runtime openvino (onnxruntime is fp32)")
+        if self.detector_min_input_size > self.detector_input_size:
+            raise ValueError("detector_min_input_size must not exceed detector_input_size")
+        return self
+
+    def detector_canvas_sides(self) -> list[int]:
+        """The canvas sides the detector gets with the default options."""
+        if self.detector_canvas == "fixed":
+            return [self.detector_input_size]
+        return list(range(self.detector_min_input_size, self.detector_input_size + 1, 32))
 
     def intra_op_threads(self) -> int:
         """Threads each onnxruntime session may use: the machine's cores shared by the instances."""

@@ -11,7 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from face_service.errors import ModelConfigError
 from face_service.faces import Face
-from face_service.imaging import letterbox
+from face_service.imaging import Letterbox, fitted_letterbox, letterbox
 from face_service.inference.models import TritonModel, model_input
 from face_service.inference.names import DETECTOR_MODEL
 from face_service.inference.scrfd import ScrfdLayoutError, decode_scrfd, group_outputs, nms
@@ -42,21 +42,38 @@ class FaceDetector(TritonModel):
         input_size: int,
         threshold: float,
         nms_threshold: float,
+        canvas: str = "fixed",
+        min_input_size: int = 64,
     ) -> list[list[Face]]:
-        """Faces per image, best score first, in each image's own pixel coordinates."""
+        """Faces per image, best score first, in each image's own pixel coordinates. With
+        ``canvas`` "fit" each image gets its own canvas (:func:`fitted_letterbox`); images of
+        one canvas size go to the model together."""
         await self.ensure_loaded()
-        boxes = await asyncio.to_thread(lambda: [letterbox(image, input_size) for image in images])
-        results: list[list[Face]] = []
-        for start in range(0, len(boxes), self.batch_size):
-            chunk = boxes[start : start + self.batch_size]
-            blob = await asyncio.to_thread(model_input, [box.canvas for box in chunk])
-            outputs = await self._infer(blob)
-            for index, box in enumerate(chunk):
-                results.append(
-                    await asyncio.to_thread(
-                        self._faces, outputs, index, box.scale, input_size, threshold, nms_threshold
+
+        def letterboxes() -> list[Letterbox]:
+            if canvas == "fit":
+                return [fitted_letterbox(image, input_size, min_input_size) for image in images]
+            return [letterbox(image, input_size) for image in images]
+
+        boxes = await asyncio.to_thread(letterboxes)
+        by_side: dict[int, list[int]] = {}
+        for index, box in enumerate(boxes):
+            by_side.setdefault(box.canvas.shape[0], []).append(index)
+        results: list[list[Face]] = [[] for _ in images]
+        for side, indices in by_side.items():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                blob = await asyncio.to_thread(model_input, [boxes[i].canvas for i in chunk])
+                outputs = await self._infer(blob)
+                for position, index in enumerate(chunk):
+                    results[index] = await asyncio.to_thread(
+                        self._faces,
+                        outputs[position],
+                        boxes[index].scale,
+                        side,
+                        threshold,
+                        nms_threshold,
                     )
-                )
         return results
 
     async def _infer(self, blob: np.ndarray) -> list[dict[str, np.ndarray]]:
@@ -72,14 +89,12 @@ class FaceDetector(TritonModel):
 
     def _faces(
         self,
-        outputs: list[dict[str, np.ndarray]],
-        index: int,
+        image_outputs: dict[str, np.ndarray],
         scale: float,
         input_size: int,
         threshold: float,
         nms_threshold: float,
     ) -> list[Face]:
-        image_outputs = outputs[index]
         boxes, scores, points = decode_scrfd(
             [image_outputs[n] for n in self.outputs.scores],
             [image_outputs[n] for n in self.outputs.boxes],

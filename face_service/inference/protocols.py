@@ -23,6 +23,8 @@ class Detector(Protocol):
         input_size: int,
         threshold: float,
         nms_threshold: float,
+        canvas: str = "fixed",
+        min_input_size: int = 64,
     ) -> list[list[Face]]:
         """Faces per image, best score first, in each image's own pixel coordinates."""
         ...

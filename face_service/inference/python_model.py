@@ -1,10 +1,11 @@
-"""Triton python-backend model that runs the ONNX file beside it with onnxruntime.
+"""Triton python-backend model that runs the ONNX file beside it with the runtime its
+configuration names (``runtime`` parameter: openvino or onnxruntime, from python_runtimes.py).
 
-face_service.inference.model_config copies this file as ``<model>/<version>/model.py`` when the
-server has no native onnxruntime backend (the ``tritonserver`` of the nvidia-pytriton wheel). It
-reads everything from the model configuration Triton hands it, so one file serves every model.
-Requests that arrive together (dynamic batching) with equal non-batch shapes run as one
-onnxruntime call.
+face_service.inference.model_config copies this file as ``<model>/<version>/model.py``, with
+python_runtimes.py beside it, when the server has no native backend for the runtime (the
+``tritonserver`` of the nvidia-pytriton wheel). It reads everything from the model configuration
+Triton hands it, so one file serves every model. Requests that arrive together (dynamic batching)
+with equal non-batch shapes run as one call.
 
 Each model runs in its own stub process, a child of tritonserver. A stub whose tritonserver is
 gone (killed with its API) ends itself: :func:`exit_with_parent` watches for it from a thread, so
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
 import triton_python_backend_utils as pb_utils
 
 
@@ -42,25 +42,21 @@ def exit_with_parent(interval_s: float = 0.5) -> None:
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         exit_with_parent()
+        # Beside this file in the model's folder (the python backend puts it on sys.path),
+        # imported here so that the module imports without it (tests of exit_with_parent).
+        from python_runtimes import RUNTIMES
+
         config = json.loads(args["model_config"])
         parameters = {
             key: value["string_value"] for key, value in config.get("parameters", {}).items()
         }
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(parameters.get("intra_op_thread_count", "0"))
-        options.inter_op_num_threads = int(parameters.get("inter_op_thread_count", "0"))
-        # Only errors: w600k_mbf declares a [1, 512] output internally and runs batched anyway.
-        options.log_severity_level = 3
-        # Idle onnxruntime threads otherwise spin for a while after each run, taking the CPU
-        # from the API process and the other model on small machines.
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", parameters.get("allow_spinning", "0")
-        )
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         version_dir = Path(args["model_repository"]) / args["model_version"]
         model_file = version_dir / parameters.get("onnx_model_filename", "model.onnx")
-        self.session = onnxruntime.InferenceSession(
-            str(model_file), options, providers=["CPUExecutionProvider"]
+        output_names = [tensor["name"] for tensor in config["output"]]
+        runtime = parameters.get("runtime", "onnxruntime")
+        self.runtime = RUNTIMES[runtime](model_file, parameters, output_names)
+        pb_utils.Logger.log_info(
+            f"{config['name']}: {runtime}, {parameters.get('precision', 'fp32')}"
         )
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
@@ -82,7 +78,7 @@ class TritonPythonModel:
                 else inputs[group[0]][k]
                 for k, name in enumerate(self.input_names)
             }
-            results = self.session.run(self.output_names, feed)
+            results = self.runtime.run(feed)
             start = 0
             for i in group:
                 count = inputs[i][0].shape[0] if self.batched else 1

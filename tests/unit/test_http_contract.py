@@ -38,6 +38,10 @@ def test_health_and_liveness(client: TestClient) -> None:
         "triton": True,
         "models": {"face_detector": True, "face_recognizer": True},
         "reason": None,
+        "serving": {
+            name: {"backend": "python", "runtime": "openvino", "precision": "bf16"}
+            for name in ("face_detector", "face_recognizer")
+        },
     }
     assert client.get("/health/live").json() == {"status": "alive"}
 

@@ -26,6 +26,7 @@ async def health(triton: TritonDep) -> JSONResponse:
         triton=report.triton,
         models=report.models,
         reason=report.reason,
+        serving=report.serving,
     )
     headers = {} if report.ready else {"Retry-After": str(ModelUnavailableError.retry_after_s)}
     return JSONResponse(
