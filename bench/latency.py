@@ -2,8 +2,9 @@
 
 Usage::
 
-    python bench/latency.py                                  # starts the service itself
+    python bench/latency.py                                  # starts the services itself
     python bench/latency.py --iterations 50 --output-json latency.json
+    python bench/latency.py --services "openvino fp32 fixed,onnxruntime fp32 fixed"
     python bench/latency.py --url http://localhost:3000      # a service that is already running
 
 It times ``POST /embedding`` (multipart ``image``) and ``POST /face-similarity`` (multipart
@@ -31,8 +32,19 @@ Peer threads: the service's onnxruntime sessions use intra_op threads = cpu coun
 instance) and inter_op threads = 1 (settings.py); the peer's sessions get the same by default
 (``--peer-threads``), via the ``sess_options`` that ``FaceAnalysis`` passes to onnxruntime.
 
-Without ``--url`` the service is started as ``python app.py`` from the repository root on port
-3200 (Triton on 8200-8202, its log in a temporary folder) and stopped with SIGINT, then kill.
+Services: without ``--url`` one service per ``--services`` configuration (runtime and precision:
+"onnxruntime fp32 fixed", "openvino fp32 fixed" (the default), "openvino fp32 fit", "openvino bf16
+fit"; default all four) is started as
+``python app.py`` on free ports, all at once, and every configuration is timed in the same
+interleaved rounds as the peer. The one-face cases include LFW photos (250x250, held out from the
+accuracy threshold; ``../shared/faces/identities``), one different photo per iteration.
+
+Model time alone: for each configuration, the same runtime and precision in this process
+(face_service.inference.python_runtimes, the service's own runtime code) running only the two
+models on the inputs the service gives them (the detector on the canvas the service letterboxes
+the photo to, the recognizer on one 112x112 crop per image), so that "x model" = service p50 /
+model-alone p50 is the service's overhead over pure model time (pre- and post-processing,
+HTTP, Triton's hops).
 """
 
 from __future__ import annotations
@@ -43,7 +55,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,13 +65,33 @@ import numpy as np
 import onnxruntime
 from insightface.app import FaceAnalysis
 from insightface.app.common import Face as InsightFace
+from model_alone import ModelAlone
 from peer import build_peer, decode, percentiles, vectron_model_dir
 
-from face_service.testing.service_process import service_url
+from face_service.settings import Settings
+from face_service.testing.service_process import ServiceProcess
 
-SERVICE_PORT = 3200
-TRITON_PORT = 8200  # and the next two
 REQUEST_TIMEOUT_S = 60.0
+# Held-out LFW photos (250x250) for the one-face case, relative to the repository root.
+LFW_PHOTOS = Path("../shared/faces/identities")
+LFW_COUNT = 20
+
+
+# Service configurations: environment of each.
+def configuration(runtime: str, precision: str, canvas: str) -> dict[str, str]:
+    return {
+        "FACE_CPU_RUNTIME": runtime,
+        "FACE_PRECISION": precision,
+        "FACE_DETECTOR_CANVAS": canvas,
+    }
+
+
+CONFIGURATIONS = {
+    "onnxruntime fp32 fixed": configuration("onnxruntime", "fp32", "fixed"),
+    "openvino fp32 fixed": configuration("openvino", "fp32", "fixed"),  # the default
+    "openvino fp32 fit": configuration("openvino", "fp32", "fit"),
+    "openvino bf16 fit": configuration("openvino", "bf16", "fit"),
+}
 
 Timed = Callable[[], object]
 PeerEmbed = Callable[[FaceAnalysis, bytes], np.ndarray]
@@ -134,7 +167,7 @@ def peer_face_count(app: FaceAnalysis, photo: bytes) -> int:
 
 @dataclass
 class Variant:
-    """One way of timing a case: the service over HTTP, or one peer variant in-process."""
+    """One way of timing a case: a service over HTTP, a peer variant or the models alone."""
 
     label: str
     run: Timed
@@ -144,36 +177,103 @@ class Variant:
 @dataclass
 class Case:
     name: str
-    service: Variant
+    services: list[Variant]
     peers: list[Variant]
+    # Per service configuration (same order as ``services``): its models alone.
+    models: list[Variant] = field(default_factory=list)
 
     def variants(self) -> list[Variant]:
-        return [self.service, *self.peers]
+        return [*self.services, *self.peers, *self.models]
 
 
-def build_cases(client: httpx.Client, app: FaceAnalysis, photos: dict[str, bytes]) -> list[Case]:
+def read_lfw(count: int) -> list[tuple[str, bytes]]:
+    """``count`` held-out LFW photos, one per identity, sorted by name."""
+    if not LFW_PHOTOS.is_dir():
+        raise SystemExit(f"{LFW_PHOTOS} is missing: run from the repository root")
+    paths = sorted(LFW_PHOTOS.glob("*/1.jpg"))[:count]
+    return [(path.parent.name + ".jpg", path.read_bytes()) for path in paths]
+
+
+class Rotation:
+    """The LFW photo of the current iteration: every variant of one round gets the same one."""
+
+    def __init__(self, photos: list[tuple[str, bytes]]) -> None:
+        self.photos = photos
+        self.index = 0
+
+    def current(self) -> tuple[str, bytes]:
+        return self.photos[self.index % len(self.photos)]
+
+
+def build_cases(
+    clients: dict[str, httpx.Client],
+    models: dict[str, ModelAlone],
+    app: FaceAnalysis,
+    photos: dict[str, bytes],
+    lfw: Rotation,
+) -> list[Case]:
     yao, players, gdp = photos["yaoming.jpg"], photos["players.jpg"], photos["gdp.jpg"]
     crowd = peer_face_count(app, players)
     pair_faces = peer_face_count(app, yao) + peer_face_count(app, gdp)
+    inputs = {
+        label: {name: model.detector_input(photo) for name, photo in photos.items()}
+        for label, model in models.items()
+    }
+    lfw_inputs = {
+        label: [model.detector_input(photo) for _, photo in lfw.photos]
+        for label, model in models.items()
+    }
+
+    def services(run: Callable[[httpx.Client], object], route: str) -> list[Variant]:
+        return [
+            Variant(f"{route} {label}", lambda c=client: run(c))
+            for label, client in clients.items()
+        ]
+
+    def alone(names: tuple[str, ...]) -> list[Variant]:
+        return [
+            Variant(
+                f"models alone {label}",
+                lambda m=model, i=inputs[label]: m.run([i[name] for name in names]),
+            )
+            for label, model in models.items()
+        ]
+
     return [
         Case(
+            f"embedding LFW 250x250 ({len(lfw.photos)} photos)",
+            services(
+                lambda c: service_embedding(c, lfw.current()[1], lfw.current()[0]), "/embedding"
+            ),
+            [Variant("app.get (1 face)", lambda: peer_embed_all(app, lfw.current()[1]))],
+            [
+                Variant(
+                    f"models alone {label}",
+                    lambda m=model, i=lfw_inputs[label]: m.run([i[lfw.index % len(i)]]),
+                )
+                for label, model in models.items()
+            ],
+        ),
+        Case(
             "embedding yaoming.jpg",
-            Variant("POST /embedding", lambda: service_embedding(client, yao, "yaoming.jpg")),
+            services(lambda c: service_embedding(c, yao, "yaoming.jpg"), "/embedding"),
             [Variant("app.get (1 face)", lambda: peer_embed_all(app, yao))],
+            alone(("yaoming.jpg",)),
         ),
         Case(
             f"embedding players.jpg ({crowd} faces)",
-            Variant("POST /embedding", lambda: service_embedding(client, players, "players.jpg")),
+            services(lambda c: service_embedding(c, players, "players.jpg"), "/embedding"),
             [
                 Variant(f"app.get (embeds all {crowd})", lambda: peer_embed_all(app, players)),
                 Variant("detect all, embed prominent", lambda: peer_embed_largest(app, players)),
             ],
+            alone(("players.jpg",)),
         ),
         Case(
             "similarity yaoming.jpg vs gdp.jpg",
-            Variant(
-                "POST /face-similarity",
-                lambda: service_similarity(client, yao, "yaoming.jpg", gdp, "gdp.jpg"),
+            services(
+                lambda c: service_similarity(c, yao, "yaoming.jpg", gdp, "gdp.jpg"),
+                "/face-similarity",
             ),
             [
                 Variant(
@@ -185,6 +285,7 @@ def build_cases(client: httpx.Client, app: FaceAnalysis, photos: dict[str, bytes
                     lambda: peer_similarity(app, peer_embed_largest, yao, gdp),
                 ),
             ],
+            alone(("yaoming.jpg", "gdp.jpg")),
         ),
     ]
 
@@ -202,9 +303,10 @@ def warm_up(cases: list[Case], rounds: int) -> None:
                 variant.run()
 
 
-def measure(cases: list[Case], iterations: int) -> None:
+def measure(cases: list[Case], iterations: int, lfw: Rotation) -> None:
     """Service and peer runs interleaved; every other iteration the order is reversed."""
     for iteration in range(iterations):
+        lfw.index = iteration
         for case in cases:
             variants = case.variants()
             if iteration % 2:
@@ -216,25 +318,29 @@ def measure(cases: list[Case], iterations: int) -> None:
 # ---------------------------------------------------------------- agreement check
 
 
-def agreement(client: httpx.Client, app: FaceAnalysis, photos: dict[str, bytes]) -> list[str]:
-    """Lines showing that service and peer do the same work: same face, same embedding."""
+def agreement(
+    clients: dict[str, httpx.Client], app: FaceAnalysis, photos: dict[str, bytes]
+) -> list[str]:
+    """Lines showing that services and peer do the same work: same face, same embedding."""
     lines = []
-    for name in ("yaoming.jpg", "players.jpg"):
-        body = service_embedding(client, photos[name], name)
-        service_vector = normalized(np.asarray(body["embedding"], dtype=np.float32))
-        peer_vector = peer_embed_largest(app, photos[name])
-        lines.append(
-            f"{name}: faces service {body['faces_detected']} / peer "
-            f"{peer_face_count(app, photos[name])}, cosine(service, peer embedding) "
-            f"{float(np.dot(service_vector, peer_vector)):.4f}"
+    for label, client in clients.items():
+        for name in ("yaoming.jpg", "players.jpg"):
+            body = service_embedding(client, photos[name], name)
+            service_vector = normalized(np.asarray(body["embedding"], dtype=np.float32))
+            peer_vector = peer_embed_largest(app, photos[name])
+            lines.append(
+                f"{label}: {name}: faces service {body['faces_detected']} / peer "
+                f"{peer_face_count(app, photos[name])}, cosine(service, peer embedding) "
+                f"{float(np.dot(service_vector, peer_vector)):.4f}"
+            )
+        body = service_similarity(
+            client, photos["yaoming.jpg"], "yaoming.jpg", photos["gdp.jpg"], "gdp.jpg"
         )
-    body = service_similarity(
-        client, photos["yaoming.jpg"], "yaoming.jpg", photos["gdp.jpg"], "gdp.jpg"
-    )
-    peer = peer_similarity(app, peer_embed_largest, photos["yaoming.jpg"], photos["gdp.jpg"])
-    lines.append(
-        f"similarity yaoming.jpg vs gdp.jpg: service {body['similarity']:.4f}, peer {peer:.4f}"
-    )
+        peer = peer_similarity(app, peer_embed_largest, photos["yaoming.jpg"], photos["gdp.jpg"])
+        lines.append(
+            f"{label}: similarity yaoming.jpg vs gdp.jpg: service {body['similarity']:.4f}, "
+            f"peer {peer:.4f}"
+        )
     return lines
 
 
@@ -242,32 +348,55 @@ def agreement(client: httpx.Client, app: FaceAnalysis, photos: dict[str, bytes])
 
 
 def rows(cases: list[Case]) -> list[dict[str, object]]:
+    """One row per case, service configuration and peer variant."""
     result = []
     for case in cases:
-        service_p50, service_p99 = percentiles(case.service.samples_ms)
-        for peer in case.peers:
-            peer_p50, peer_p99 = percentiles(peer.samples_ms)
-            result.append(
-                {
-                    "case": case.name,
-                    "service": case.service.label,
-                    "peer": peer.label,
-                    "service_p50_ms": service_p50,
-                    "service_p99_ms": service_p99,
-                    "peer_p50_ms": peer_p50,
-                    "peer_p99_ms": peer_p99,
-                    "ratio_p50": service_p50 / peer_p50,
-                    "ratio_p99": service_p99 / peer_p99,
-                }
-            )
+        models = case.models or [None] * len(case.services)
+        for service, model in zip(case.services, models, strict=True):
+            service_p50, service_p99 = percentiles(service.samples_ms)
+            model_p50 = percentiles(model.samples_ms)[0] if model is not None else None
+            for peer in case.peers:
+                peer_p50, peer_p99 = percentiles(peer.samples_ms)
+                result.append(
+                    {
+                        "case": case.name,
+                        "service": service.label,
+                        "peer": peer.label,
+                        "service_p50_ms": service_p50,
+                        "service_p99_ms": service_p99,
+                        "peer_p50_ms": peer_p50,
+                        "peer_p99_ms": peer_p99,
+                        "ratio_p50": service_p50 / peer_p50,
+                        "ratio_p99": service_p99 / peer_p99,
+                        "models_alone_p50_ms": model_p50,
+                        "overhead_p50": service_p50 / model_p50 if model_p50 else None,
+                    }
+                )
     return result
 
 
 def table(report_rows: list[dict[str, object]]) -> str:
-    header = ("case", "peer", "svc p50", "svc p99", "peer p50", "peer p99", "p50 x", "p99 x")
+    header = (
+        "case",
+        "service",
+        "peer",
+        "svc p50",
+        "svc p99",
+        "peer p50",
+        "peer p99",
+        "p50 x",
+        "p99 x",
+        "model p50",
+        "x model",
+    )
+
+    def number(value: object, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
     lines = [
         (
             str(row["case"]),
+            str(row["service"]),
             str(row["peer"]),
             f"{row['service_p50_ms']:.1f}",
             f"{row['service_p99_ms']:.1f}",
@@ -275,6 +404,8 @@ def table(report_rows: list[dict[str, object]]) -> str:
             f"{row['peer_p99_ms']:.1f}",
             f"{row['ratio_p50']:.2f}",
             f"{row['ratio_p99']:.2f}",
+            number(row["models_alone_p50_ms"], 1),
+            number(row["overhead_p50"], 2),
         )
         for row in report_rows
     ]
@@ -282,7 +413,7 @@ def table(report_rows: list[dict[str, object]]) -> str:
 
     def format_line(cells: tuple[str, ...]) -> str:
         text = [
-            cell.ljust(w) if i < 2 else cell.rjust(w)
+            cell.ljust(w) if i < 3 else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
         ]
         return "  ".join(text)
@@ -303,9 +434,25 @@ def write_json(path: Path, meta: dict[str, object], cases: list[Case], checks: l
 # ---------------------------------------------------------------- main
 
 
+def parse_services(text: str) -> list[str]:
+    labels = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [label for label in labels if label not in CONFIGURATIONS]
+    if not labels or unknown:
+        raise argparse.ArgumentTypeError(
+            f"choose from {', '.join(CONFIGURATIONS)} (comma-separated), not {text!r}"
+        )
+    return labels
+
+
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="base URL of a running service (default: start one on :3200)")
+    parser.add_argument("--url", help="base URL of a running service (default: start them)")
+    parser.add_argument(
+        "--services",
+        type=parse_services,
+        default=list(CONFIGURATIONS),
+        help=f"configurations to start and time (default: {','.join(CONFIGURATIONS)})",
+    )
     parser.add_argument("--iterations", type=int, default=30, help="timed runs per case and side")
     parser.add_argument(
         "--warmup", type=int, default=3, help="untimed runs per case and side first"
@@ -323,22 +470,59 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return arguments
 
 
+@contextmanager
+def service_clients(arguments: argparse.Namespace) -> Iterator[dict[str, httpx.Client]]:
+    """A client per service: the given one, or one started per configuration."""
+    with ExitStack() as stack:
+        if arguments.url is not None:
+            urls = {"given": arguments.url.rstrip("/")}
+        else:
+            urls = {}
+            for label in arguments.services:
+                work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="face-bench-"))
+                process = ServiceProcess(
+                    api_port=0, triton_port=0, work_dir=Path(work_dir), env=CONFIGURATIONS[label]
+                )
+                stack.enter_context(process)
+                urls[label] = process.url
+        yield {
+            label: stack.enter_context(httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S))
+            for label, url in urls.items()
+        }
+
+
+def models_alone(labels: list[str]) -> dict[str, ModelAlone]:
+    """The models alone for each configuration (none for a given --url service)."""
+    result = {}
+    for label in labels:
+        environment = CONFIGURATIONS[label]
+        result[label] = ModelAlone(
+            Settings(
+                cpu_runtime=environment["FACE_CPU_RUNTIME"],
+                precision=environment["FACE_PRECISION"],
+                detector_canvas=environment["FACE_DETECTOR_CANVAS"],
+            )
+        )
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     arguments = parse_arguments(argv)
     model_dir = vectron_model_dir()
     photos = read_photos(model_dir)
+    lfw = Rotation(read_lfw(LFW_COUNT))
     with (
         tempfile.TemporaryDirectory(prefix="face-bench-peer-") as pack_dir,
-        service_url(arguments.url, api_port=SERVICE_PORT, triton_port=TRITON_PORT) as url,
-        httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as client,
+        service_clients(arguments) as clients,
     ):
         app = build_peer(model_dir, Path(pack_dir), arguments.peer_threads)
-        cases = build_cases(client, app, photos)
+        models = models_alone([] if arguments.url else arguments.services)
+        cases = build_cases(clients, models, app, photos, lfw)
         warm_up(cases, arguments.warmup)
-        checks = agreement(client, app, photos)
-        measure(cases, arguments.iterations)
+        checks = agreement(clients, app, photos)
+        measure(cases, arguments.iterations, lfw)
     meta = {
-        "url": url,
+        "services": list(clients),
         "iterations": arguments.iterations,
         "warmup": arguments.warmup,
         "cpu_count": os.cpu_count(),
@@ -346,9 +530,10 @@ def main(argv: list[str] | None = None) -> None:
         "onnxruntime": onnxruntime.__version__,
     }
     sys.stdout.write(
-        f"service {url} vs insightface FaceAnalysis in-process; {arguments.iterations} iterations "
-        f"after {arguments.warmup} warm-up, interleaved; {os.cpu_count()} CPUs shared; peer "
-        f"intra_op threads {arguments.peer_threads}; times in ms, x = service / peer\n\n"
+        f"services {', '.join(clients)} vs insightface FaceAnalysis in-process; "
+        f"{arguments.iterations} iterations after {arguments.warmup} warm-up, interleaved; "
+        f"{os.cpu_count()} CPUs shared; peer intra_op threads {arguments.peer_threads}; times in "
+        "ms, x = service / peer, x model = service / its models alone\n\n"
     )
     sys.stdout.write(table(rows(cases)) + "\n\nagreement (service vs peer, same photos):\n")
     sys.stdout.write("".join(f"  {line}\n" for line in checks))

@@ -39,11 +39,13 @@ class Settings(BaseSettings):
     # (the local tritonserver of the nvidia-pytriton wheel).
     triton_backend: Literal["auto", "onnxruntime", "openvino", "python"] = "auto"
     # What runs the ONNX models on the CPU, and in which arithmetic. OpenVINO uses the CPU's
-    # bf16 and VNNI units, which onnxruntime's CPU provider does not; "auto" precision is bf16
-    # where the CPU has it natively (OpenVINO's OPTIMIZATION_CAPABILITIES), else fp32.
-    # onnxruntime runs fp32 only. README "Speed" has the measurements.
+    # bf16 units, which onnxruntime's CPU provider does not; "auto" precision is bf16 where the
+    # CPU has it natively (OpenVINO's OPTIMIZATION_CAPABILITIES), else fp32; onnxruntime runs
+    # fp32 only. fp32 by default: in bf16 (detector and recognizer alike) the embeddings of the
+    # small faces of group photos drifted to cosine 0.983-0.994 from InsightFace's (the parity
+    # test's bound is 0.995). README "Speed" has the measurements.
     cpu_runtime: Literal["openvino", "onnxruntime"] = "openvino"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
     triton_startup_timeout_s: float = Field(180.0, gt=0)
     triton_request_timeout_s: float = Field(30.0, gt=0)
     # Faults: /health and the watchdog's probes give Triton this long to answer (not the request
@@ -95,12 +97,16 @@ class Settings(BaseSettings):
     model_zoo_url: str | None = None
 
     # Detection and verification
-    # The detector's canvas: "fit" letterboxes each image into the smallest square (a multiple
-    # of 32) that holds it, at most detector_input_size and at least detector_min_input_size (a
-    # smaller image is enlarged to it); "fixed" always uses detector_input_size, as InsightFace
-    # does (a 250x250 portrait then costs 6x the arithmetic, on black padding).
+    # The detector's canvas: "fixed" always uses detector_input_size, as InsightFace does (a
+    # 250x250 portrait then costs 6x the arithmetic, on black padding); "fit" letterboxes each
+    # image into the smallest square (a multiple of 32) that holds it, at most
+    # detector_input_size and at least detector_min_input_size (a smaller image is enlarged to
+    # it). "fixed" by default: SCRFD's landmarks move with the scale it sees a face at, and the
+    # embeddings with them: the most prominent face of yaoming.jpg and 40 LFW photos had cosine
+    # 0.945-0.985 (worst of each) to its embedding at 640 for canvases 256-576 (the parity
+    # bound with InsightFace at 640 is 0.995). README "Speed" has the rest.
     detector_input_size: int = Field(640, ge=64, le=2048, multiple_of=32)
-    detector_canvas: Literal["fit", "fixed"] = "fit"
+    detector_canvas: Literal["fit", "fixed"] = "fixed"
     detector_min_input_size: int = Field(160, ge=64, le=2048, multiple_of=32)
     det_threshold: float = Field(0.5, gt=0, lt=1)
     nms_threshold: float = Field(0.4, gt=0, le=1)

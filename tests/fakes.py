@@ -76,9 +76,10 @@ class StubTriton:
             triton=self.ready,
             models=dict.fromkeys(MODEL_NAMES, self.ready),
             reason=None if self.ready else "Triton at 127.0.0.1:1 is not ready",
-            serving=dict.fromkeys(
-                MODEL_NAMES, {"backend": "python", "runtime": "openvino", "precision": "bf16"}
-            ),
+            serving={
+                name: {"backend": "python", "runtime": "openvino", "precision": "bf16"}
+                for name in MODEL_NAMES
+            },
         )
 
 

@@ -191,6 +191,7 @@ def detect_backend(backend_directory: Path | None, runtime: str = "onnxruntime")
 
 def model_serving_options(settings: Settings, backend: str) -> dict[str, ServingOptions]:
     runtime = backend if backend in NATIVE_BACKENDS else settings.cpu_runtime
+    precision = resolve_precision(runtime, settings.precision)
     common = {
         "backend": backend,
         "instances": settings.triton_instances,
@@ -198,7 +199,7 @@ def model_serving_options(settings: Settings, backend: str) -> dict[str, Serving
         "inter_op_threads": settings.triton_inter_op_threads,
         "max_queue_delay_us": settings.triton_max_queue_delay_us,
         "runtime": runtime,
-        "precision": resolve_precision(runtime, settings.precision),
+        "precision": precision,
         "cache_directory": settings.data_dir / "openvino_cache",
     }
     # Batch 1 of every canvas the detector gets by default; the recognizer's one-face batch
