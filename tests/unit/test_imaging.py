@@ -17,6 +17,8 @@ from face_service.imaging import (
     decode_image,
     decode_scaled,
     encode_jpeg,
+    fitted_canvas_side,
+    fitted_letterbox,
     letterbox,
     pad_to_bounded_square,
     pad_to_square,
@@ -128,6 +130,40 @@ def test_letterbox_keeps_aspect_ratio_in_the_top_left_corner() -> None:
     assert tall.scale == pytest.approx(640 / 300)
     assert tall.canvas[639, 212, 0] == 9
     assert tall.canvas[0, 214, 0] == 0
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "side"),
+    [
+        (250, 250, 256),  # an LFW photo: 6x less canvas than 640x640
+        (287, 233, 288),
+        (256, 100, 256),  # a multiple of 32 already
+        (100, 80, 160),  # below the floor
+        (800, 1237, 640),  # beyond the largest canvas
+        (20, 639, 640),
+    ],
+)
+def test_fitted_canvas_is_the_smallest_multiple_of_32_within_the_bounds(
+    height: int, width: int, side: int
+) -> None:
+    assert fitted_canvas_side(height, width, 640, 160) == side
+
+
+def test_fitted_letterbox_pads_a_photo_that_fits_and_resizes_one_that_does_not() -> None:
+    photo = np.full((250, 200, 3), 7, np.uint8)
+    boxed = fitted_letterbox(photo, 640, 160)
+    assert boxed.canvas.shape == (256, 256, 3)
+    assert boxed.scale == 1.0
+    assert (boxed.canvas[:250, :200] == 7).all()
+    assert not boxed.canvas[250:].any()
+    assert not boxed.canvas[:, 200:].any()
+    large = fitted_letterbox(np.full((1000, 500, 3), 7, np.uint8), 640, 160)
+    assert large.canvas.shape == (640, 640, 3)
+    assert large.scale == pytest.approx(0.64)
+    small = fitted_letterbox(np.full((50, 100, 3), 7, np.uint8), 640, 160)
+    assert small.canvas.shape == (160, 160, 3)
+    assert small.scale == pytest.approx(1.6)
+    assert (small.canvas[:80, :160] == 7).all()
 
 
 def test_pad_to_square_centres_the_image() -> None:

@@ -21,10 +21,13 @@ from face_service.inference.model_config import (
     model_serving_options,
     parse_config,
     read_onnx_spec,
+    read_serving_summaries,
     serialize_config,
+    serving_summary,
     write_model_configs,
 )
 from face_service.inference.names import METADATA_PREFIX, RECOGNIZER_MODEL
+from face_service.inference.python_runtimes import parse_shapes
 from face_service.settings import Settings
 
 OPTIONS = ServingOptions(
@@ -73,6 +76,109 @@ def test_onnxruntime_backend_names_the_onnx_file() -> None:
     assert config.backend == "onnxruntime"
     assert config.default_model_filename == "model.onnx"
     assert "onnx_model_filename" not in config.parameters
+
+
+def test_python_backend_gets_the_runtime_its_precision_and_shapes(tmp_path: Path) -> None:
+    options = ServingOptions(
+        **{
+            **OPTIONS.__dict__,
+            "runtime": "openvino",
+            "precision": "bf16",
+            "static_shapes": ((1, 3, 112, 112), (2, 3, 112, 112)),
+            "cache_directory": tmp_path / "cache",
+        }
+    )
+    config = parse_config(
+        serialize_config(build_model_config("face_recognizer", recognizer_spec(), options))
+    )
+    assert config.backend == "python"
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert parameters["runtime"] == "openvino"
+    assert parameters["precision"] == "bf16"
+    assert parameters["static_shapes"] == "1x3x112x112;2x3x112x112"
+    assert parameters["cache_directory"] == str(tmp_path / "cache")
+    assert parse_shapes(parameters["static_shapes"]) == [(1, 3, 112, 112), (2, 3, 112, 112)]
+    assert serving_summary(config) == {
+        "backend": "python",
+        "runtime": "openvino",
+        "precision": "bf16",
+    }
+
+
+def test_onnxruntime_runtime_in_the_python_backend_is_fp32_without_openvino_parameters() -> None:
+    config = build_model_config("face_recognizer", recognizer_spec(), OPTIONS)
+    assert config.parameters["runtime"].string_value == "onnxruntime"
+    assert config.parameters["precision"].string_value == "fp32"
+    assert "static_shapes" not in config.parameters
+    assert "cache_directory" not in config.parameters
+    bf16 = ServingOptions(**{**OPTIONS.__dict__, "precision": "bf16"})
+    with pytest.raises(ModelConfigError, match="bf16 needs the openvino runtime"):
+        build_model_config("face_recognizer", recognizer_spec(), bf16)
+
+
+def test_openvino_native_backend_config() -> None:
+    """Triton's own openvino backend (the official container; not runnable here): the ONNX
+    file by name and that backend's parameter names."""
+    options = ServingOptions(
+        **{**OPTIONS.__dict__, "backend": "openvino", "runtime": "openvino", "precision": "bf16"}
+    )
+    config = parse_config(
+        serialize_config(build_model_config("face_recognizer", recognizer_spec(), options))
+    )
+    assert config.backend == "openvino"
+    assert config.default_model_filename == "model.onnx"
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    assert parameters["PERFORMANCE_HINT"] == "LATENCY"
+    assert parameters["NUM_STREAMS"] == "1"
+    assert parameters["INFERENCE_NUM_THREADS"] == "3"
+    assert parameters["HINT_BF16"] == "YES"
+    assert "runtime" not in parameters
+    assert "onnx_model_filename" not in parameters
+    assert config.max_batch_size == 16
+    assert serving_summary(config) == {
+        "backend": "openvino",
+        "runtime": "openvino",
+        "precision": "bf16",
+    }
+    fp32 = ServingOptions(**{**options.__dict__, "precision": "fp32"})
+    assert "HINT_BF16" not in build_model_config("r", recognizer_spec(), fp32).parameters
+    mismatch = ServingOptions(**{**options.__dict__, "runtime": "onnxruntime"})
+    with pytest.raises(ModelConfigError, match="openvino backend cannot run the onnxruntime"):
+        build_model_config("r", recognizer_spec(), mismatch)
+
+
+def test_serving_options_follow_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("face_service.inference.model_config.cpu_has_bf16", lambda: True)
+    settings = Settings(detector_canvas="fit", detector_min_input_size=576)
+    options = model_serving_options(settings, "python")
+    detector, recognizer = options["face_detector"], options["face_recognizer"]
+    assert (detector.runtime, detector.precision) == ("openvino", "fp32")
+    assert detector.static_shapes == ((1, 3, 576, 576), (1, 3, 608, 608), (1, 3, 640, 640))
+    assert recognizer.static_shapes == ((1, 3, 112, 112),)
+    assert detector.cache_directory == settings.data_dir / "openvino_cache"
+    auto = model_serving_options(Settings(precision="auto"), "python")
+    assert auto["face_recognizer"].precision == "bf16"
+    monkeypatch.setattr("face_service.inference.model_config.cpu_has_bf16", lambda: False)
+    auto = model_serving_options(Settings(precision="auto"), "python")
+    assert auto["face_recognizer"].precision == "fp32"
+    onnxruntime = model_serving_options(Settings(cpu_runtime="onnxruntime"), "python")
+    assert onnxruntime["face_detector"].runtime == "onnxruntime"
+    # A native backend runs its own runtime whatever cpu_runtime says.
+    native = model_serving_options(Settings(cpu_runtime="openvino"), "onnxruntime")
+    assert native["face_detector"].runtime == "onnxruntime"
+
+
+def test_read_serving_summaries_of_a_written_repository(tmp_path: Path) -> None:
+    for name in ("face_detector", "face_recognizer"):
+        (tmp_path / name / "1").mkdir(parents=True)
+        write_tiny_onnx(tmp_path / name / "1" / "model.onnx")
+    assert read_serving_summaries(tmp_path) == {}
+    write_model_configs(tmp_path, model_serving_options(Settings(precision="fp32"), "python"))
+    assert (tmp_path / "face_detector" / "1" / "python_runtimes.py").is_file()
+    assert read_serving_summaries(tmp_path) == {
+        key: {"backend": "python", "runtime": "openvino", "precision": "fp32"}
+        for key in ("face_detector", "face_recognizer")
+    }
 
 
 def test_model_with_a_fixed_first_dim_is_not_batched() -> None:
@@ -154,6 +260,7 @@ def test_write_model_configs_for_both_backends(tmp_path: Path) -> None:
     assert configs["face_detector"].max_batch_size == 4
     write_model_configs(tmp_path, model_serving_options(Settings(), "onnxruntime"))
     assert not (tmp_path / "face_recognizer" / "1" / "model.py").exists()
+    assert not (tmp_path / "face_recognizer" / "1" / "python_runtimes.py").exists()
     assert 'backend: "onnxruntime"' in (tmp_path / "face_recognizer" / "config.pbtxt").read_text()
 
 
@@ -167,6 +274,9 @@ def test_detect_backend(tmp_path: Path) -> None:
     assert detect_backend(tmp_path) == "python"
     (tmp_path / "onnxruntime").mkdir()
     assert detect_backend(tmp_path) == "onnxruntime"
+    assert detect_backend(tmp_path, "openvino") == "python"
+    (tmp_path / "openvino").mkdir()
+    assert detect_backend(tmp_path, "openvino") == "openvino"
 
 
 def test_threads_are_sized_for_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,3 +36,21 @@ def test_invalid_values_are_refused_naming_the_field(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=variable.removeprefix("FACE_").lower()):
         Settings()
+
+
+def test_bf16_needs_the_openvino_runtime() -> None:
+    with pytest.raises(ValidationError, match="precision bf16 needs cpu_runtime openvino"):
+        Settings(cpu_runtime="onnxruntime", precision="bf16")
+    assert Settings(cpu_runtime="openvino", precision="bf16").precision == "bf16"
+    with pytest.raises(ValidationError, match="cpu_runtime"):
+        Settings(cpu_runtime="tensorflow")
+
+
+def test_detector_canvas_sides() -> None:
+    assert Settings().detector_canvas_sides() == [640]
+    fit = Settings(detector_canvas="fit", detector_min_input_size=512, detector_input_size=640)
+    assert fit.detector_canvas_sides() == [512, 544, 576, 608, 640]
+    with pytest.raises(ValidationError, match="must not exceed detector_input_size"):
+        Settings(detector_min_input_size=672, detector_input_size=640)
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        Settings(detector_min_input_size=100)
