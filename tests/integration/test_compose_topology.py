@@ -94,6 +94,9 @@ def test_two_api_processes_on_one_triton_and_one_postgres(
             assert one.get("/identities", headers=admin).json()["total"] == 0
             assert two.get("/identities", headers=admin).json()["total"] == 0
             assert two.get("/identities").status_code == 401
+            # Started at once on an empty database: the tables made once, the key stored once.
+            stored = two.get("/keys", params={"revoked": True}, headers=admin).json()["items"]
+            assert [(k["name"], k["scopes"]) for k in stored] == [("env-admin", ["admin"])]
 
             created = one.post(
                 "/identities",
