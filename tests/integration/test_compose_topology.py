@@ -1,5 +1,5 @@
 """The ``scale`` layout of Docker/compose.yaml without Docker: one Triton, two API processes on it
-with the environment of the file's ``api`` service (secrets from the example env file), one
+with the environment of the file's ``api`` service (the example env file, secrets filled in), one
 PostgreSQL with pgvector. The two start at once, as compose starts replicas, on a fresh
 database; a person enrolled through one is identified through the other on another photo of
 them, with the same score either way; a key made on one works on the other; and a pg_dump of the
@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from face_service.testing.service_process import SESSION_CONTROL_KEY, ServiceProcess
-from tests.compose_support import compose_config
+from tests.compose_support import compose_config, filled_env_file
 from tests.integration.face_client_support import person_photos
 from tests.integration.gallery_support import database_url
 
@@ -38,12 +38,18 @@ def database(postgres_url: str) -> Iterator[str]:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-def api_environment(database: str, work_dir: Path) -> dict[str, str]:
-    """The compose file's ``api`` environment, with what names a container's surroundings
-    replaced by this machine's: the database, the data folder, and Triton's control key (the
-    session's Triton has its own; the unit tests check that the file gives Triton and the API
-    processes one value). FACE_TRITON_URL is set by ServiceProcess to the session's Triton."""
-    environment = dict(compose_config("scale")["services"]["api"]["environment"])
+def compose_api_environment(directory: Path) -> dict[str, str]:
+    """The environment the compose file gives its ``api`` service (every replica the same)."""
+    scale = compose_config(filled_env_file(directory), "scale")
+    return dict(scale["services"]["api"]["environment"])
+
+
+def api_environment(compose: dict[str, str], database: str, work_dir: Path) -> dict[str, str]:
+    """``compose``, with what names a container's surroundings replaced by this machine's: the
+    database, the data folder, and Triton's control key (the session's Triton has its own; the
+    unit tests check that the file gives Triton and the API processes one value).
+    FACE_TRITON_URL is set by ServiceProcess to the session's Triton."""
+    environment = dict(compose)
     assert environment.pop("FACE_TRITON_URL") == "triton:8000"
     environment.update(
         FACE_GALLERY_DATABASE_URL=database,
@@ -73,12 +79,13 @@ def photo_part(field: str, path: Path) -> dict[str, tuple[str, bytes, str]]:
 def test_two_api_processes_on_one_triton_and_one_postgres(
     service: ServiceProcess, database: str, tmp_path: Path
 ) -> None:
+    compose = compose_api_environment(tmp_path)
     first, second = (
         ServiceProcess(
             api_port=0,
             triton_url=service.triton_address,
             work_dir=tmp_path / name,
-            env=api_environment(database, tmp_path / name),
+            env=api_environment(compose, database, tmp_path / name),
         )
         for name in ("api-1", "api-2")
     )

@@ -18,19 +18,30 @@ from tests.compose_support import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
     PROFILES,
+    SECRET_NAMES,
     compose_config,
     env_file_values,
+    filled_env_file,
     run_compose,
 )
 
 SETTING_VARIABLES = {f"FACE_{name.upper()}" for name in Settings.model_fields}
-SECRETS = ("POSTGRES_PASSWORD", "FACE_ADMIN_KEY", "FACE_AUTH_SECRET", "FACE_TRITON_CONTROL_KEY")
 API_SERVICES = {"all-in-one": "face", "scale": "api"}
 
 
 @pytest.fixture(scope="module")
-def configs() -> dict[str, dict[str, Any]]:
-    return {profile: compose_config(profile) for profile in PROFILES}
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return filled_env_file(tmp_path_factory.mktemp("compose"))
+
+
+@pytest.fixture(scope="module")
+def env(env_file: Path) -> dict[str, str]:
+    return env_file_values(env_file)
+
+
+@pytest.fixture(scope="module")
+def configs(env_file: Path) -> dict[str, dict[str, Any]]:
+    return {profile: compose_config(env_file, profile) for profile in PROFILES}
 
 
 def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -38,19 +49,19 @@ def services(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_each_profile_runs_the_services_of_its_layout(
-    configs: dict[str, dict[str, Any]],
+    configs: dict[str, dict[str, Any]], env_file: Path, env: dict[str, str]
 ) -> None:
     assert set(services(configs["all-in-one"])) == {"postgres", "face"}
     assert set(services(configs["scale"])) == {"postgres", "triton", "api", "balancer"}
     # The env file's COMPOSE_PROFILES picks the layout when the shell does not: all-in-one.
-    assert env_file_values()["COMPOSE_PROFILES"] == "all-in-one"
-    assert set(services(compose_config())) == {"postgres", "face"}
+    assert env["COMPOSE_PROFILES"] == "all-in-one"
+    assert set(services(compose_config(env_file))) == {"postgres", "face"}
 
 
 def test_every_face_variable_is_a_setting_with_a_valid_value(
-    configs: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    configs: dict[str, dict[str, Any]], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    example = {k: v for k, v in env_file_values().items() if k.startswith("FACE_")}
+    example = {k: v for k, v in env.items() if k.startswith("FACE_")}
     assert set(example) <= SETTING_VARIABLES
     for profile, config in configs.items():
         for name, service in services(config).items():
@@ -122,32 +133,54 @@ def test_only_the_api_port_is_published(configs: dict[str, dict[str, Any]]) -> N
     }
 
 
-def test_every_secret_comes_from_the_env_file(configs: dict[str, dict[str, Any]]) -> None:
-    example = env_file_values()
+def test_every_secret_comes_from_the_env_file(
+    configs: dict[str, dict[str, Any]], env: dict[str, str]
+) -> None:
     text = COMPOSE_FILE.read_text()
-    for secret in SECRETS:
-        # Referenced, required (compose stops with the message when it is missing), never a value.
+    for secret in SECRET_NAMES:
+        # Referenced and required (compose stops with the message when it is missing or empty).
         assert f"${{{secret}:?" in text, secret
-        assert example[secret] not in text, secret
     api = services(configs["all-in-one"])["face"]["environment"]
-    assert api["FACE_ADMIN_KEY"] == example["FACE_ADMIN_KEY"]
-    assert api["FACE_AUTH_SECRET"] == example["FACE_AUTH_SECRET"]
+    assert api["FACE_ADMIN_KEY"] == env["FACE_ADMIN_KEY"]
+    assert api["FACE_AUTH_SECRET"] == env["FACE_AUTH_SECRET"]
     postgres = services(configs["all-in-one"])["postgres"]["environment"]
-    assert postgres["POSTGRES_PASSWORD"] == example["POSTGRES_PASSWORD"]
+    assert postgres["POSTGRES_PASSWORD"] == env["POSTGRES_PASSWORD"]
     # The secrets reach only the containers that need them.
     assert not {"FACE_ADMIN_KEY", "FACE_AUTH_SECRET"} & set(postgres)
     triton = services(configs["scale"])["triton"]["environment"]
     assert set(triton) == {"FACE_TRITON_CONTROL_KEY"}
 
 
-def test_a_missing_secret_stops_compose_with_a_message(tmp_path: Path) -> None:
-    lines = ENV_EXAMPLE.read_text().splitlines()
-    env_file = tmp_path / "compose.env"
-    env_file.write_text("\n".join(line for line in lines if not line.startswith("FACE_ADMIN_KEY")))
-    done = run_compose("config", "--quiet", env_file=env_file)
+def test_the_example_env_file_as_committed_starts_nothing() -> None:
+    # Secure by default: no well-known secret in the example, so a copy that was not filled in
+    # stops compose, naming every missing secret and how to make it.
+    assert {name: env_file_values(ENV_EXAMPLE)[name] for name in SECRET_NAMES} == dict.fromkeys(
+        SECRET_NAMES, ""
+    )
+    done = run_compose("config", "--quiet", env_file=ENV_EXAMPLE)
+    assert done.returncode != 0
+    for secret in SECRET_NAMES:
+        assert f"required variable {secret} is missing a value" in done.stderr
+    assert "openssl rand -hex 32" in done.stderr
+
+
+def test_a_missing_secret_stops_compose_with_a_message(env_file: Path, tmp_path: Path) -> None:
+    lines = env_file.read_text().splitlines()
+    without = tmp_path / "compose.env"
+    without.write_text("\n".join(line for line in lines if not line.startswith("FACE_ADMIN_KEY")))
+    assert run_compose("config", "--quiet", env_file=env_file).returncode == 0
+    done = run_compose("config", "--quiet", env_file=without)
     assert done.returncode != 0
     assert "required variable FACE_ADMIN_KEY is missing a value" in done.stderr
-    assert "openssl rand -hex 32" in done.stderr
+
+
+def test_a_setting_compose_does_not_know_is_refused(env_file: Path, tmp_path: Path) -> None:
+    # The check is Compose's own schema: a misspelt key fails it instead of being ignored.
+    misspelt = tmp_path / "compose.yaml"
+    misspelt.write_text(COMPOSE_FILE.read_text().replace("shm_size:", "shm_sise:"))
+    done = run_compose("config", "--quiet", env_file=env_file, compose_file=misspelt)
+    assert done.returncode != 0
+    assert "services.face.shm_sise" in done.stderr
 
 
 def test_the_gallery_url_names_the_postgres_service_and_its_credentials(
@@ -167,7 +200,7 @@ def test_the_gallery_url_names_the_postgres_service_and_its_credentials(
 
 
 def test_the_scale_layout_shares_one_triton_and_one_secret(
-    configs: dict[str, dict[str, Any]],
+    configs: dict[str, dict[str, Any]], env: dict[str, str]
 ) -> None:
     scale = services(configs["scale"])
     triton, api = scale["triton"], scale["api"]
@@ -177,14 +210,14 @@ def test_the_scale_layout_shares_one_triton_and_one_secret(
         api["environment"]["FACE_TRITON_CONTROL_KEY"]
         == triton["environment"]["FACE_TRITON_CONTROL_KEY"]
     )
-    assert api["deploy"]["replicas"] == int(env_file_values()["API_REPLICAS"]) >= 2
+    assert api["deploy"]["replicas"] == int(env["API_REPLICAS"]) >= 2
     # Every API process, in either layout, stores and checks keys under one secret.
     face = services(configs["all-in-one"])["face"]
     for variable in ("FACE_AUTH_SECRET", "FACE_ADMIN_KEY", "FACE_GALLERY_DATABASE_URL"):
         assert api["environment"][variable] == face["environment"][variable]
     # One image for the API and Triton, built from the repository's Dockerfile.
     for service in (face, triton, api):
-        assert service["image"] == env_file_values()["SERVICE_IMAGE"]
+        assert service["image"] == env["SERVICE_IMAGE"]
         assert service["build"]["dockerfile"] == "Docker/Dockerfile"
         assert Path(service["build"]["context"]) == REPOSITORY_ROOT
 
