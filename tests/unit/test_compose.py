@@ -114,7 +114,11 @@ def test_start_order_is_gated_on_health_and_everything_restarts(
     scale = services(configs["scale"])
     assert set(scale["api"]["depends_on"]) == {"triton", "postgres"}
     assert set(scale["balancer"]["depends_on"]) == {"api"}
-    # The API's health check is the route that answers 200 once Triton and both models are ready.
+    # PostgreSQL over TCP (the image's first-start server is on the unix socket only), Triton
+    # ready with its models; the API's route answers 200 once Triton and both models are ready.
+    postgres_check = services(configs["all-in-one"])["postgres"]["healthcheck"]["test"]
+    assert postgres_check[1:4] == ["pg_isready", "-h", "127.0.0.1"]
+    assert scale["triton"]["healthcheck"]["test"][-1] == "http://localhost:8000/v2/health/ready"
     for profile, api in API_SERVICES.items():
         assert services(configs[profile])[api]["healthcheck"]["test"][-1] == (
             "http://localhost:3000/health"
