@@ -1,7 +1,7 @@
 """The Docker image, replayed without a Docker engine (tests/integration/docker_support.py): laid
 out and owned as Docker/Dockerfile makes it, started by its entry point as its unprivileged user
 with its environment, it must answer /health, keep an enrollment in its data volume, bring back
-a Triton that was killed (instead of exiting), and stop cleanly on SIGTERM."""
+a Triton that was killed or froze (instead of exiting), and stop cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -106,6 +106,21 @@ def test_a_killed_triton_is_restarted_and_the_container_keeps_running(
     assert "restarting (1)" in image.log_tail(200_000)
     again = enroll(image, photos["yaoming"], "yao-again", key=ADMIN_KEY)
     assert again.status_code == 201, again.text
+
+
+def test_a_frozen_triton_is_killed_and_restarted(image: ReplayedImage) -> None:
+    """SIGSTOP: Triton still exists but answers nothing; after FACE_TRITON_UNRESPONSIVE_S (10 s,
+    the image's default) the watchdog kills its group and starts a new one."""
+    image.wait_healthy()
+    [frozen] = image.tritonservers()
+    os.kill(frozen, signal.SIGSTOP)
+    wait_for(lambda: health(image) == 503, 30, "/health did not say 503", image)
+    wait_for(lambda: health(image) == 200, 180, "/health did not come back to 200", image)
+    assert image.process is not None
+    assert image.process.poll() is None
+    [second] = image.tritonservers()
+    assert second != frozen
+    assert "has not answered its liveness probe" in image.log_tail(200_000)
 
 
 def test_sigterm_stops_the_api_then_triton_and_the_enrollments_stay(image: ReplayedImage) -> None:
