@@ -183,6 +183,17 @@ class ReplayedImage:
         subprocess.run([system_python, "-m", "venv", "--without-pip", str(venv)], check=True)
         [site_packages] = (venv / "lib").glob("python3*/site-packages")
         [installed] = [Path(p) for p in sys.path if p.endswith("site-packages")][:1]
+        if not traversable_by_others(installed):
+            # A checkout under a private home (0700): the image's user could not reach its
+            # packages, so they come along as hard links (instant on one filesystem), else copies.
+            linked = self.host("/opt/checkout-site-packages")
+            copied = subprocess.run(
+                ["cp", "-al", str(installed), str(linked)], capture_output=True, check=False
+            )
+            if copied.returncode != 0:
+                shutil.rmtree(linked, ignore_errors=True)
+                shutil.copytree(installed, linked, symlinks=True)
+            installed = linked
         (site_packages / "checkout-packages.pth").write_text(f"{installed}\n")
 
     def map_value(self, name: str, value: str) -> str:
@@ -345,6 +356,11 @@ class ReplayedImage:
         for pid in self.tritonservers():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def traversable_by_others(path: Path) -> bool:
+    """Whether every folder from / down to ``path`` lets other users through."""
+    return all(os.stat(folder).st_mode & 0o001 for folder in [path, *path.parents])
 
 
 def user_can_run_python(image: ReplayedImage) -> str | None:
