@@ -1,7 +1,8 @@
 """GET /metrics of the real service (its own Triton, the buffalo_s models, real photos): after
 one /embedding of a portrait and one /extract of two group photos, the request counters, the
 latency histograms, faces per image, recognizer batch sizes and Triton's own per-model
-statistics moved by exactly what those requests did."""
+statistics moved by exactly what those requests did. Then two API processes sharing one
+PROMETHEUS_MULTIPROC_DIR, with keys required, scraped with a key of the metrics scope."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import httpx
 
 from face_service.inference.names import DETECTOR_MODEL, RECOGNIZER_MODEL
 from face_service.testing.prometheus_text import Scrape
+from face_service.testing.service_process import ServiceProcess
 
 
 def scrape(api: httpx.Client) -> Scrape:
@@ -91,3 +93,59 @@ def test_real_requests_move_the_metrics_by_exactly_what_they_did(
     assert added("face_triton_inferences_total", model=RECOGNIZER_MODEL) == 1 + sum(faces)
     assert after.value("face_triton_restarts_total") >= 0
     assert "face_triton_restarts_total" in after.names()
+
+
+ADMIN_KEY = "integration-metrics-admin-key-0123456789abc"
+
+
+def test_two_api_processes_on_one_multiprocess_dir_answer_merged_metrics_to_a_metrics_key(
+    service: ServiceProcess, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two API processes (on the session's Triton) with one PROMETHEUS_MULTIPROC_DIR and keys
+    required: either one's /metrics, read with a key of the metrics scope only, counts the
+    requests of both."""
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+
+    def api_process(name: str) -> ServiceProcess:
+        return ServiceProcess(
+            api_port=0,
+            triton_url=service.triton_address,
+            work_dir=tmp_path / name,
+            env={
+                "FACE_AUTH": "required",
+                "FACE_ADMIN_KEY": ADMIN_KEY,
+                "PROMETHEUS_MULTIPROC_DIR": str(shared),
+            },
+        )
+
+    admin = {"X-API-Key": ADMIN_KEY}
+    photo = {"image": ("yao.jpg", photos["yaoming"].read_bytes(), "image/jpeg")}
+    with (
+        api_process("first") as first,
+        api_process("second") as second,
+        httpx.Client(base_url=first.url, timeout=60) as one,
+        httpx.Client(base_url=second.url, timeout=60) as two,
+    ):
+        created = one.post(
+            "/keys", json={"name": "prometheus", "scopes": ["metrics"]}, headers=admin
+        )
+        assert created.status_code == 201, created.text
+        prometheus = {"Authorization": f"Bearer {created.json()['key']}"}
+        assert one.get("/metrics").status_code == 401
+        assert one.post("/embedding", files=photo, headers=prometheus).status_code == 403
+        assert one.post("/embedding", files=photo, headers=admin).status_code == 200
+        for _ in range(2):
+            assert two.post("/embedding", files=photo, headers=admin).status_code == 200
+        answer = one.get("/metrics", headers=prometheus)
+        assert answer.status_code == 200, answer.text
+        merged = Scrape(answer.text)
+    embedded = {"route": "/embedding", "method": "POST"}
+    assert merged.value("face_requests_total", **embedded, status="200") == 3
+    assert merged.value("face_requests_total", **embedded, status="403") == 1
+    assert merged.value("face_request_duration_seconds_count", **embedded) == 4
+    assert merged.value("face_faces_per_image_count") == 3
+    assert merged.value("face_auth_failures_total", status="401", reason="missing_key") == 1
+    assert merged.value("face_auth_failures_total", status="403", reason="missing_scope") == 1
+    assert merged.value("face_requests_in_flight") == 1  # the scrape; both processes live
+    assert merged.value("face_triton_up") == 1
