@@ -291,3 +291,15 @@ def test_metrics_needs_the_metrics_scope_when_keys_are_required(tmp_path: Path) 
 
 def test_metrics_is_open_while_keys_are_not_required(client: TestClient) -> None:
     scrape(client)
+
+
+def test_the_python_client_reads_metrics_with_its_key(tmp_path: Path) -> None:
+    from face_client import Client, Forbidden
+
+    with auth_client(tmp_path) as http:
+        key = make_key(http, "prometheus", "metrics")["key"]
+        reader = make_key(http, "reader", "read")["key"]
+        text = Client("http://testserver", api_key=key, http=http).metrics()
+        assert Scrape(text).value("face_triton_up") == 1
+        with pytest.raises(Forbidden, match="lacks the 'metrics' scope"):
+            Client("http://testserver", api_key=reader, http=http).metrics()
