@@ -21,13 +21,24 @@ from face_service.api.json_limits import reject_unstorable_url_text
 from face_service.api.middleware import MemoryTrim, RequestSizeLimit
 from face_service.api.openapi import build_openapi
 from face_service.api.rate_limit import RateLimiter, enforce_rate_limit
-from face_service.api.routes import access, extract, faces, health, identify, identities, records
+from face_service.api.request_metrics import RequestMetrics
+from face_service.api.routes import (
+    access,
+    extract,
+    faces,
+    health,
+    identify,
+    identities,
+    metrics,
+    records,
+)
 from face_service.auth import Authenticator, auth_required, log_auth_state, server_secret
 from face_service.enrollment import Enrollment
 from face_service.errors import ModelUnavailableError
 from face_service.gallery import AccessStore, Gallery, open_access_store, open_gallery
 from face_service.identification import Identification
 from face_service.inference.model_config import embedding_dimension
+from face_service.scrape_metrics import GalleryCounter
 from face_service.settings import Settings, get_settings
 from pipeline import FacePipeline
 from triton_service import TritonService
@@ -42,6 +53,7 @@ ROUTERS = (
     records.router,
     access.router,
     health.router,
+    metrics.router,
 )
 
 
@@ -108,6 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.triton = services.triton
         app.state.pipeline = services.pipeline
         app.state.gallery = services.gallery
+        app.state.gallery_counter = GalleryCounter(services.gallery)
         app.state.enrollment = Enrollment(
             services.pipeline,
             services.gallery,
@@ -147,6 +160,7 @@ def create_app(
     app.add_middleware(AuditTrail)
     app.add_middleware(MemoryTrim)
     app.add_middleware(RequestSizeLimit, max_bytes=app.state.settings.max_request_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: it counts every answer, 413s included
     for router in ROUTERS:
         app.include_router(router)
     add_docs_and_page(app)

@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from face_service import metrics
 from face_service.analysis import (
     AnalysisOptions,
     AnalyzedImage,
@@ -261,6 +262,7 @@ class FacePipeline:
             if not image.usable:
                 continue
             image.faces_detected = len(image.faces)
+            metrics.FACES_PER_IMAGE.observe(image.faces_detected)
             try:
                 image.faces = chooser(image)
             except FaceServiceError as error:

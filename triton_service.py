@@ -363,6 +363,15 @@ class TritonService:
         if self.reaper is not None:
             self.reaper.close()
 
+    @property
+    def restarts(self) -> int:
+        """Times the watchdog has restarted the local Triton (0 for an external one)."""
+        return self.server.restarts if self.server is not None else 0
+
+    async def statistics(self) -> list[dict]:
+        """Triton's per-model statistics (for /metrics), within the probe timeout."""
+        return await self.client.statistics()
+
     async def health(self) -> HealthReport:
         """Readiness within ``health_timeout_s``: at once while the watchdog knows Triton is
         down, else the server and both models are asked at the same time."""

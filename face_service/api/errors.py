@@ -13,12 +13,31 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from face_service.errors import FaceServiceError
+from face_service import metrics
+from face_service.errors import (
+    AuthenticationError,
+    FaceServiceError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServiceBusyError,
+)
 
 logger = logging.getLogger("face_service")
 
 
+def count_refusal(error: FaceServiceError) -> None:
+    """The metrics of refusals (face_service.metrics): auth failures by reason, rate-limit and
+    admission rejections; counted here, once per answer, whatever raised them."""
+    if isinstance(error, AuthenticationError | PermissionDeniedError):
+        metrics.AUTH_FAILURES.labels(str(error.status_code), error.reason).inc()
+    elif isinstance(error, RateLimitedError):
+        metrics.RATE_LIMIT_REJECTIONS.inc()
+    elif isinstance(error, ServiceBusyError):
+        metrics.ADMISSION_REJECTIONS.inc()
+
+
 async def face_service_error(request: Request, error: FaceServiceError) -> JSONResponse:
+    count_refusal(error)
     headers = dict(error.headers)
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
