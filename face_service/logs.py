@@ -1,0 +1,80 @@
+"""How the service writes its log: one handler on the root logger (so uvicorn's loggers and every
+library's go through it too), in plain text (the local default) or JSON lines
+(``FACE_LOG_FORMAT=json``, python-json-logger), every line carrying the id of the request it was
+written for (``request_id``, from :mod:`face_service.request_context`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
+
+from face_service.request_context import current_request_id
+
+LogFormat = Literal["text", "json"]
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+# JSON fields: time (ISO 8601, UTC), level, logger, message, request_id, then the line's extras
+# (the access line's method, route, status, ...) and exc_info when there is a traceback.
+JSON_FIELDS = "%(levelname)s %(name)s %(message)s %(request_id)s"
+JSON_RENAMES = {"levelname": "level", "name": "logger"}
+# uvicorn's own lines carry a copy of the message with terminal colour codes: not a field.
+JSON_SKIPPED = [*RESERVED_ATTRS, "color_message"]
+
+# uvicorn's loggers; "uvicorn.access" is silenced, the service writes its own access line
+# (face_service.api.request_context) with the fields uvicorn's lacks.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "uvicorn.access")
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives every record the id of the request being handled (``missing`` outside one),
+    unless the record names one already."""
+
+    def __init__(self, missing: str | None) -> None:
+        super().__init__()
+        self.missing = missing
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id() or self.missing
+        return True
+
+
+def log_handler(log_format: LogFormat) -> logging.Handler:
+    """A handler writing to stderr in ``log_format``, request ids included."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.addFilter(RequestIdFilter(missing=None))
+        handler.setFormatter(
+            JsonFormatter(
+                JSON_FIELDS,
+                rename_fields=JSON_RENAMES,
+                timestamp="time",
+                reserved_attrs=JSON_SKIPPED,
+                json_ensure_ascii=False,
+            )
+        )
+    else:
+        handler.addFilter(RequestIdFilter(missing="-"))
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    return handler
+
+
+def configure_logging(log_format: LogFormat, level: str) -> None:
+    """The service's logging: the root logger at ``level`` with one :func:`log_handler`,
+    uvicorn's loggers sending their lines to it (run uvicorn with ``log_config=None`` so that it
+    keeps them), and Python's warnings logged rather than printed."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(log_handler(log_format))
+    root.setLevel(level.upper())
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.captureWarnings(True)
