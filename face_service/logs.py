@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
@@ -43,9 +43,9 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def log_handler(log_format: LogFormat) -> logging.Handler:
-    """A handler writing to stderr in ``log_format``, request ids included."""
-    handler = logging.StreamHandler(sys.stderr)
+def log_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing to ``stream`` (stderr) in ``log_format``, request ids included."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     if log_format == "json":
         handler.addFilter(RequestIdFilter(missing=None))
         handler.setFormatter(
