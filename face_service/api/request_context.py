@@ -86,9 +86,10 @@ def log_access(scope: Scope, status: int, duration_ms: float, context: RequestCo
         "key_name": state.get("principal"),
         "client": client[0] if client else None,
     }
+    shown = {name: "-" if value is None else value for name, value in fields.items()}
     access_logger.info(
         "%(method)s %(route)s %(status)s %(duration_ms).1f ms faces=%(faces)s key=%(key_name)s "
         "client=%(client)s",
-        fields,
+        shown,
         extra=fields,
     )

@@ -10,10 +10,14 @@ import io
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from app import create_app
@@ -302,3 +306,42 @@ def test_the_access_line_names_the_key_and_no_secret_reaches_the_log(
     assert "PNG" not in logged
     assert json.dumps(embedding[:8])[1:-1] not in logged
     assert all(len(line) < 2000 for line in json_log.lines())
+
+
+def test_the_servers_report_of_a_crash_carries_the_id(
+    tmp_path: Path, json_log: CapturedLog
+) -> None:
+    """Under uvicorn (as app.main runs it) the traceback of an unexpected failure, which uvicorn
+    logs after the answer, is found by the request's id."""
+    app = create_app(Settings(data_dir=tmp_path), services=fake_services)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+
+        async def broken(*args: object, **kwargs: object) -> object:
+            raise RuntimeError("boom in the detector")
+
+        app.state.pipeline.detector.predict = broken
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/embedding",
+            files={"image": ("a.png", png(1), "image/png")},
+            headers={"X-Request-ID": "crash-2"},
+            timeout=30,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert answer.status_code == 500
+    assert answer.json()["request_id"] == "crash-2"
+    crash = [record for record in json_log.records() if "exc_info" in record]
+    assert crash, json_log.text
+    assert crash[0]["request_id"] == "crash-2"
+    assert "boom in the detector" in str(crash[0]["exc_info"])
+    [access] = access_lines(json_log, "crash-2")
+    assert access["status"] == 500
