@@ -30,24 +30,35 @@ UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "uvicorn.access")
 
 
 class RequestIdFilter(logging.Filter):
-    """Gives every record the id of the request being handled (``missing`` outside one),
-    unless the record names one already."""
-
-    def __init__(self, missing: str | None) -> None:
-        super().__init__()
-        self.missing = missing
+    """Gives every record the id of the request being handled (None outside one), unless the
+    record names one already. The same for every handler, whatever its format."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
-            record.request_id = current_request_id() or self.missing
+            record.request_id = current_request_id()
         return True
+
+
+class TextFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT`, with ``-`` for the id of a line written outside any request."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", None)
+        record.request_id = request_id or "-"
+        try:
+            return super().format(record)
+        finally:
+            record.request_id = request_id
 
 
 def log_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging.Handler:
     """A handler writing to ``stream`` (stderr) in ``log_format``, request ids included."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RequestIdFilter())
     if log_format == "json":
-        handler.addFilter(RequestIdFilter(missing=None))
         handler.setFormatter(
             JsonFormatter(
                 JSON_FIELDS,
@@ -58,8 +69,7 @@ def log_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging.
             )
         )
     else:
-        handler.addFilter(RequestIdFilter(missing="-"))
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter())
     return handler
 
 

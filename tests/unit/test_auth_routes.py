@@ -289,5 +289,7 @@ def test_the_service_listens_where_the_settings_say_loopback_by_default(
     bound: dict[str, object] = {}
     monkeypatch.setattr(app.uvicorn, "run", lambda _app, **options: bound.update(options))
     monkeypatch.setattr(app, "get_settings", lambda: Settings(_env_file=None))
+    # The process's logging is left alone (test_request_logs checks configure_logging).
+    monkeypatch.setattr(app, "configure_logging", lambda *arguments: None)
     app.main()
     assert bound["host"] == "127.0.0.1"

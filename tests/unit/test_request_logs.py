@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from app import create_app
 from face_service.errors import ModelUnavailableError
-from face_service.logs import LogFormat, log_handler
+from face_service.logs import LogFormat, configure_logging, log_handler
 from face_service.settings import Settings
 from tests.fakes import fake_services, png
 
@@ -345,3 +345,53 @@ def test_the_servers_report_of_a_crash_carries_the_id(
     assert "boom in the detector" in str(crash[0]["exc_info"])
     [access] = access_lines(json_log, "crash-2")
     assert access["status"] == 500
+
+
+@pytest.fixture
+def saved_logging() -> Iterator[None]:
+    """The process's logging as it was, after a test that configures it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    loggers = {name: logging.getLogger(name) for name in names}
+    saved = {
+        name: (list(logger.handlers), logger.propagate, logger.disabled)
+        for name, logger in loggers.items()
+    }
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, (old_handlers, propagate, disabled) in saved.items():
+            loggers[name].handlers[:] = old_handlers
+            loggers[name].propagate = propagate
+            loggers[name].disabled = disabled
+        logging.captureWarnings(False)
+
+
+def test_configure_logging_routes_everything_through_one_handler(
+    saved_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("json", "warning")
+    root = logging.getLogger()
+    assert len(root.handlers) == 1
+    assert root.level == logging.WARNING
+    assert logging.getLogger("uvicorn.access").disabled  # the service writes its own
+    logging.getLogger("uvicorn.error").warning("from uvicorn")
+    logging.getLogger("some.library").warning("from a library")
+    logging.getLogger("face_service").info("below the level")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["logger"], line["message"]) for line in lines] == [
+        ("uvicorn.error", "from uvicorn"),
+        ("some.library", "from a library"),
+    ]
+
+
+def test_text_and_json_handlers_agree_on_a_line_outside_requests(
+    text_log: CapturedLog, json_log: CapturedLog
+) -> None:
+    # The text handler sees each record first: what it shows ("-") must not become the id.
+    logging.getLogger("face_service").warning("outside any request")
+    assert json_log.records()[-1]["request_id"] is None
+    assert "[-] outside any request" in text_log.lines()[-1]
