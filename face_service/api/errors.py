@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException
 
 from face_service.api.request_context import REQUEST_ID_HEADER
@@ -87,12 +87,11 @@ async def validation_error(request: Request, error: RequestValidationError) -> J
 
 async def router_error(request: Request, error: HTTPException) -> Response:
     """The router's and Starlette's own errors (no such route: 404, wrong method: 405)."""
-    response = await http_exception_handler(request, error)
-    if isinstance(response, JSONResponse):
-        return JSONResponse(
-            error_body(request, error.detail), status_code=error.status_code, headers=error.headers
-        )
-    return response
+    if not is_body_allowed_for_status_code(error.status_code):
+        return Response(status_code=error.status_code, headers=error.headers)
+    return JSONResponse(
+        error_body(request, error.detail), status_code=error.status_code, headers=error.headers
+    )
 
 
 async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
