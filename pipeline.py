@@ -49,6 +49,7 @@ from face_service.inference.client import TritonClient
 from face_service.inference.detector import FaceDetector
 from face_service.inference.protocols import Detector, Recognizer
 from face_service.inference.recognizer import FaceRecognizer
+from face_service.request_context import count_faces
 from face_service.settings import Settings
 
 # Canvas factor for the retry when nothing was found: SCRFD misses faces that fill the frame.
@@ -131,6 +132,7 @@ class FacePipeline:
         )
         timings.embed = _ms_since(mark)
         to_file_pixels(images)
+        count_faces(sum(len(image.faces) for image in images if image.usable))
         timings.total = _ms_since(started)
         for image in images:
             image.took_ms += timings.detect + timings.embed
