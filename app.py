@@ -15,19 +15,33 @@ from fastapi import Depends, FastAPI
 
 from face_service.api.admission import AdmissionLimiter
 from face_service.api.audit import AuditTrail
+from face_service.api.cors import add_cors
 from face_service.api.docs import add_docs_and_page
 from face_service.api.errors import add_error_handlers
 from face_service.api.json_limits import reject_unstorable_url_text
 from face_service.api.middleware import MemoryTrim, RequestSizeLimit
 from face_service.api.openapi import build_openapi
 from face_service.api.rate_limit import RateLimiter, enforce_rate_limit
-from face_service.api.routes import access, extract, faces, health, identify, identities, records
+from face_service.api.request_context import RequestContextMiddleware
+from face_service.api.request_metrics import RequestMetrics
+from face_service.api.routes import (
+    access,
+    extract,
+    faces,
+    health,
+    identify,
+    identities,
+    metrics,
+    records,
+)
 from face_service.auth import Authenticator, auth_required, log_auth_state, server_secret
 from face_service.enrollment import Enrollment
 from face_service.errors import ModelUnavailableError
 from face_service.gallery import AccessStore, Gallery, open_access_store, open_gallery
 from face_service.identification import Identification
 from face_service.inference.model_config import embedding_dimension
+from face_service.logs import configure_logging
+from face_service.scrape_metrics import GalleryCounter
 from face_service.settings import Settings, get_settings
 from pipeline import FacePipeline
 from triton_service import TritonService
@@ -42,6 +56,7 @@ ROUTERS = (
     records.router,
     access.router,
     health.router,
+    metrics.router,
 )
 
 
@@ -108,6 +123,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.triton = services.triton
         app.state.pipeline = services.pipeline
         app.state.gallery = services.gallery
+        app.state.gallery_counter = GalleryCounter(services.gallery)
         app.state.enrollment = Enrollment(
             services.pipeline,
             services.gallery,
@@ -147,6 +163,10 @@ def create_app(
     app.add_middleware(AuditTrail)
     app.add_middleware(MemoryTrim)
     app.add_middleware(RequestSizeLimit, max_bytes=app.state.settings.max_request_bytes)
+    app.add_middleware(RequestMetrics)  # outside the others: it counts every answer, 413s included
+    add_cors(app, app.state.settings)
+    # Added last, so outermost: its id and access line cover every answer of the others.
+    app.add_middleware(RequestContextMiddleware)
     for router in ROUTERS:
         app.include_router(router)
     add_docs_and_page(app)
@@ -163,11 +183,14 @@ def create_app(
 
 def main() -> None:
     settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_format, settings.log_level)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # configure_logging's handler, not uvicorn's own
+        access_log=False,  # the access line is RequestContextMiddleware's
     )
 
 

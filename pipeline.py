@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from face_service import metrics
 from face_service.analysis import (
     AnalysisOptions,
     AnalyzedImage,
@@ -48,6 +49,7 @@ from face_service.inference.client import TritonClient
 from face_service.inference.detector import FaceDetector
 from face_service.inference.protocols import Detector, Recognizer
 from face_service.inference.recognizer import FaceRecognizer
+from face_service.request_context import count_faces
 from face_service.settings import Settings
 
 # Canvas factor for the retry when nothing was found: SCRFD misses faces that fill the frame.
@@ -130,6 +132,7 @@ class FacePipeline:
         )
         timings.embed = _ms_since(mark)
         to_file_pixels(images)
+        count_faces(sum(len(image.faces) for image in images if image.usable))
         timings.total = _ms_since(started)
         for image in images:
             image.took_ms += timings.detect + timings.embed
@@ -261,6 +264,7 @@ class FacePipeline:
             if not image.usable:
                 continue
             image.faces_detected = len(image.faces)
+            metrics.FACES_PER_IMAGE.observe(image.faces_detected)
             try:
                 image.faces = chooser(image)
             except FaceServiceError as error:

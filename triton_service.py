@@ -1,10 +1,11 @@
 """Triton Inference Server for the app: the local ``tritonserver`` process and the facade that
 puts configs, server and client together.
 
-- :class:`TritonServer` runs a local ``tritonserver`` (the binary of the nvidia-pytriton wheel),
-  with the flags of :mod:`face_service.inference.server_arguments`, as the leader of its own
-  process group; it waits for readiness, captures its log, kills the group and restarts it, and
-  stops it with SIGINT, then kill.
+- :class:`TritonServer` runs a local ``tritonserver`` (the nvidia-pytriton wheel's, or the
+  installation that ``FACE_TRITONSERVER`` names, as in the Docker image), with the flags of
+  :mod:`face_service.inference.server_arguments`, as the leader of its own process group; it
+  waits for readiness, captures its log, kills the group and restarts it, and stops it with
+  SIGINT, then kill.
 - :class:`TritonService` is what the app's lifespan holds: it writes the model configs
   (:mod:`face_service.inference.model_config`), starts the local server (and its reaper,
   :mod:`face_service.inference.reaper`) unless ``FACE_TRITON_URL`` names an external one, owns
@@ -251,14 +252,34 @@ class TritonService:
     def external(self) -> bool:
         return self.settings.triton_url is not None
 
-    def prepare_local_server(self) -> TritonServer:
+    def local_installation(self) -> tuple[Path, Path | None, list[Path]]:
+        """The binary, the backend folder to pass (None: the server's own) and the library
+        folders of the local server: a Triton installation named by ``FACE_TRITONSERVER`` (its
+        backends beside it, e.g. onnxruntime in the official container), else the
+        nvidia-pytriton wheel's server with a python backend for the running Python."""
         settings = self.settings
+        if settings.tritonserver is not None:
+            binary = settings.tritonserver
+            if not (binary.is_file() and os.access(binary, os.X_OK)):
+                raise TritonServerError(f"FACE_TRITONSERVER={binary} is not an executable file")
+            return binary, None, []
         binary, libraries = pytriton_server_paths()
         backend_directory = prepare_python_backend(settings.triton_log_file.parent / "backends")
+        return binary, backend_directory, [libraries, python_library_dir()]
+
+    def prepare_local_server(self) -> TritonServer:
+        settings = self.settings
+        binary, backend_directory, library_paths = self.local_installation()
         backend = settings.triton_backend
         if backend == "auto":
-            backend = detect_backend(backend_directory, settings.cpu_runtime)
-        write_model_configs(settings.model_repository, model_serving_options(settings, backend))
+            installed = backend_directory or binary.resolve().parent.parent / "backends"
+            backend = detect_backend(installed, settings.cpu_runtime)
+        try:
+            write_model_configs(settings.model_repository, model_serving_options(settings, backend))
+        except OSError as error:
+            # A repository mounted read-only (EROFS) or not ours (EACCES) keeps the configs it
+            # was made with; a missing model is a ModelRepositoryError and still stops the start.
+            logger.warning("configs in %s left as they are: %s", settings.model_repository, error)
         self._serving = read_serving_summaries(settings.model_repository)
         for name, serving in self._serving.items():
             logger.info("%s: %s", name, ", ".join(f"{k} {v}" for k, v in serving.items()))
@@ -278,7 +299,7 @@ class TritonService:
             arguments=arguments,
             url=self.client.url,
             log_file=settings.triton_log_file,
-            library_paths=[libraries, python_library_dir()],
+            library_paths=library_paths,
             backend_shm_prefix=backend_shm_prefix,
             reaper=self.reaper,
         )
@@ -287,11 +308,12 @@ class TritonService:
         if self.external:
             logger.info("using the external Triton at %s", self.client.url)
         else:
-            self.server = self.prepare_local_server()
             try:
+                self.server = self.prepare_local_server()
                 await self.server.start(self.client, self.settings.triton_startup_timeout_s)
             except BaseException:
                 self._close_reaper()
+                await self.client.close()  # else aiohttp warns of an unclosed session
                 raise
         self._monitor = asyncio.create_task(self.watch())
 
@@ -341,12 +363,21 @@ class TritonService:
         # Close our keep-alive connections first: Triton waits for open connections on SIGINT.
         await self.client.close()
         if self.server is not None:
-            await self.server.stop()
+            await self.server.stop(self.settings.stop_grace_s)
         self._close_reaper()
 
     def _close_reaper(self) -> None:
         if self.reaper is not None:
             self.reaper.close()
+
+    @property
+    def restarts(self) -> int:
+        """Times the watchdog has restarted the local Triton (0 for an external one)."""
+        return self.server.restarts if self.server is not None else 0
+
+    async def statistics(self) -> list[dict]:
+        """Triton's per-model statistics (for /metrics), within the probe timeout."""
+        return await self.client.statistics()
 
     async def health(self) -> HealthReport:
         """Readiness within ``health_timeout_s``: at once while the watchdog knows Triton is

@@ -258,6 +258,10 @@ class AsyncClient:
     async def live(self) -> models.Liveness:
         return await self.send(calls.live())
 
+    async def metrics(self) -> str:
+        """The service's Prometheus metrics, as text."""
+        return await self.send(calls.metrics())
+
     # -- API keys and the audit log (admin scope)
 
     async def create_key(self, name: str, scopes: Sequence[str]) -> models.CreatedKey:

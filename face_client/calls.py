@@ -328,6 +328,11 @@ def live() -> Call[models.Liveness]:
     return Call("GET", "/health/live", model(models.Liveness), retry=False)
 
 
+def metrics() -> Call[str]:
+    """Prometheus's text format (the ``metrics`` scope when keys are required)."""
+    return Call("GET", "/metrics", lambda response: response.text)
+
+
 # -- API keys and the audit log (admin scope)
 
 

@@ -254,6 +254,10 @@ class Client:
     def live(self) -> models.Liveness:
         return self.send(calls.live())
 
+    def metrics(self) -> str:
+        """The service's Prometheus metrics, as text."""
+        return self.send(calls.metrics())
+
     # -- API keys and the audit log (admin scope)
 
     def create_key(self, name: str, scopes: Sequence[str]) -> models.CreatedKey:

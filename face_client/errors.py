@@ -1,5 +1,6 @@
 """The client's exceptions: one class per family of the API's error statuses, each carrying the
-status, the API's message (``detail``) and, for validation errors, the list of what was wrong."""
+status, the API's message (``detail``), the request's id and, for validation errors, the list of
+what was wrong."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ class FaceAPIError(Exception):
         self.errors = errors or []
         self.retry_after_s = retry_after_s
         self.response = response
+
+    @property
+    def request_id(self) -> str | None:
+        """The service's id of the failed request (its X-Request-ID), to find it in its log."""
+        return self.response.headers.get("x-request-id") if self.response is not None else None
 
 
 class BadRequest(FaceAPIError):

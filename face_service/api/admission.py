@@ -1,6 +1,7 @@
 """Admission control: a bounded number of requests run inference at once and a bounded number
 wait for a slot; the rest are refused at once with 503 and Retry-After, so that a burst neither
-piles up without limit nor makes every request slow."""
+piles up without limit nor makes every request slow. The queued and running requests are gauges
+of face_service.metrics (rejections are counted where errors become answers)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from face_service import metrics
 from face_service.errors import ServiceBusyError
 
 
@@ -35,13 +37,17 @@ class AdmissionLimiter:
                 "waiting; retry shortly"
             )
         self._waiting += 1
+        metrics.ADMISSION_QUEUED.inc()
         try:
             await self._slots.acquire()
         finally:
             self._waiting -= 1
+            metrics.ADMISSION_QUEUED.dec()
         self._running += 1
+        metrics.ADMISSION_RUNNING.inc()
         try:
             yield
         finally:
             self._running -= 1
+            metrics.ADMISSION_RUNNING.dec()
             self._slots.release()

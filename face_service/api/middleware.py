@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from face_service import memory
+from face_service.request_context import current_request_id
 
 
 class RequestSizeLimit:
@@ -61,7 +62,10 @@ class RequestSizeLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
         response = JSONResponse(
-            {"detail": f"{what} exceeds the limit of {self.max_bytes} bytes"},
+            {
+                "detail": f"{what} exceeds the limit of {self.max_bytes} bytes",
+                "request_id": current_request_id(),
+            },
             status_code=413,
             headers={"Connection": "close"},
         )

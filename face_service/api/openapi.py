@@ -51,6 +51,8 @@ ERROR_EXAMPLES: dict[int, dict[str, str]] = {
     422: {"no face": "no face found in 'image'"},
     503: {"busy": "the service is busy: 8 requests running and 64 waiting; retry shortly"},
 }
+# What a request id looks like when the service makes one (a client may send its own).
+EXAMPLE_REQUEST_ID = "7f9c2ba4e88f4a9f8c1d3b5e6a7f8091"
 VALIDATION_EXAMPLE = {
     "detail": [
         {
@@ -59,7 +61,8 @@ VALIDATION_EXAMPLE = {
             "msg": "Input should be less than or equal to 1",
             "input": "2",
         }
-    ]
+    ],
+    "request_id": EXAMPLE_REQUEST_ID,
 }
 
 
@@ -182,7 +185,7 @@ def _document_error(code: str, response: dict[str, Any]) -> None:
     if content is None or status < 400:
         return
     examples = {
-        title: {"summary": title, "value": {"detail": text}}
+        title: {"summary": title, "value": {"detail": text, "request_id": EXAMPLE_REQUEST_ID}}
         for title, text in ERROR_EXAMPLES.get(status, {}).items()
     }
     if status == 422:

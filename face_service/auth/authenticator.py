@@ -88,7 +88,9 @@ class Authenticator:
                 "'Authorization: Bearer <key>'"
             )
         if len(text) > MAX_KEY_TEXT:
-            raise AuthenticationError("the API key is not valid", invalid_token=True)
+            raise AuthenticationError(
+                "the API key is not valid", invalid_token=True, reason="invalid_key"
+            )
         key_id = keys.lookup_id(text, self._secret)
         stored = self._stored(key_id)
         if stored is None or not keys.matches(text, stored.digest, self._secret):
@@ -98,9 +100,13 @@ class Authenticator:
                     "process the same FACE_AUTH_SECRET",
                     key_id,
                 )
-            raise AuthenticationError("the API key is not valid", invalid_token=True)
+            raise AuthenticationError(
+                "the API key is not valid", invalid_token=True, reason="invalid_key"
+            )
         if stored.key.revoked_at is not None:
-            raise AuthenticationError("the API key has been revoked", invalid_token=True)
+            raise AuthenticationError(
+                "the API key has been revoked", invalid_token=True, reason="revoked_key"
+            )
         return Principal(stored.key.name, key_id, keys.effective_scopes(stored.key.scopes))
 
     def _stored(self, key_id: str) -> StoredKey | None:

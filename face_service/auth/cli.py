@@ -36,7 +36,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--scopes",
         required=True,
-        help=f"comma-separated, of {', '.join(SCOPES)} (admin implies write implies read)",
+        help=f"comma-separated, of {', '.join(SCOPES)} (admin implies write implies read, "
+        "and metrics)",
     )
     listing = commands.add_parser("list", help="the keys (never their secrets)")
     listing.add_argument("--all", action="store_true", help="revoked ones too")

@@ -19,13 +19,15 @@ from face_service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-Scope = Literal["read", "write", "admin"]
-SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
-# admin implies write implies read.
+Scope = Literal["read", "write", "admin", "metrics"]
+SCOPES: tuple[Scope, ...] = ("read", "write", "admin", "metrics")
+# admin implies write implies read; metrics (GET /metrics only, for Prometheus: no biometric
+# data) stands alone, and admin implies it too.
 _IMPLIED: dict[str, frozenset[str]] = {
     "read": frozenset({"read"}),
     "write": frozenset({"read", "write"}),
-    "admin": frozenset({"read", "write", "admin"}),
+    "admin": frozenset({"read", "write", "admin", "metrics"}),
+    "metrics": frozenset({"metrics"}),
 }
 PREFIX = "fsk"
 KEY_PATTERN = re.compile(rf"^{PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{32,}})$")

@@ -133,6 +133,20 @@ class TritonClient:
         except _TRITON_ERRORS:
             return False
 
+    async def statistics(self) -> list[dict]:
+        """Triton's own per-model statistics (``/v2/models/stats``: counts, and cumulative
+        queue and compute nanoseconds), within the probe timeout; ModelUnavailableError when
+        Triton is down or does not answer in time."""
+        self._fail_fast()
+        try:
+            async with asyncio.timeout(self.probe_timeout_s):
+                answer = await self._client.get_inference_statistics()
+        except _TRITON_ERRORS as error:
+            raise ModelUnavailableError(
+                f"Triton's statistics are not available: {error}"
+            ) from error
+        return list(answer.get("model_stats", []))
+
     @contextlib.asynccontextmanager
     async def _deadline(self) -> AsyncIterator[None]:
         """The request timeout, which :meth:`mark_down` cuts short."""

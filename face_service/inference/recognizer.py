@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
+from face_service import metrics
 from face_service.errors import ModelConfigError
 from face_service.imaging import ARCFACE_SIZE
 from face_service.inference.models import TritonModel, model_input, parameter
@@ -55,6 +56,7 @@ class FaceRecognizer(TritonModel):
         embeddings = []
         for start in range(0, len(crops), self.batch_size):
             chunk = list(crops[start : start + self.batch_size])
+            metrics.RECOGNIZER_BATCH_SIZE.observe(len(chunk))
             blob = await asyncio.to_thread(model_input, chunk)
             outputs = await self.client.infer(
                 self.model_name, {self.input_name: blob}, [self.output_name]

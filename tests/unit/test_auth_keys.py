@@ -74,10 +74,13 @@ def test_digests_are_hmac_sha256_under_the_secret_and_compared_in_constant_time(
 
 
 def test_scopes_imply_the_lower_ones_and_unknown_ones_are_refused() -> None:
-    assert keys.effective_scopes(["admin"]) == {"read", "write", "admin"}
+    assert keys.effective_scopes(["admin"]) == {"read", "write", "admin", "metrics"}
     assert keys.effective_scopes(["write"]) == {"read", "write"}
     assert keys.effective_scopes(["read"]) == {"read"}
+    # metrics (GET /metrics) stands alone: it reads no biometric data, nothing implies it but admin
+    assert keys.effective_scopes(["metrics"]) == {"metrics"}
     assert keys.normal_scopes(["admin", "read", "read"]) == ("read", "admin")
+    assert keys.normal_scopes(["metrics", "read"]) == ("read", "metrics")
     with pytest.raises(ValueError, match="unknown scope 'root'"):
         keys.normal_scopes(["root"])
     with pytest.raises(ValueError, match="at least one scope"):

@@ -123,13 +123,17 @@ def test_401_and_403_answers_say_what_is_wrong(client: TestClient) -> None:
     assert missing.headers["WWW-Authenticate"] == 'Bearer realm="face-service"'
     wrong = client.get("/identities", headers={"X-API-Key": "fsk_0123456789ab_" + "a" * 43})
     assert wrong.status_code == 401
-    assert wrong.json() == {"detail": "the API key is not valid"}
+    assert wrong.json() == {
+        "detail": "the API key is not valid",
+        "request_id": wrong.headers["X-Request-ID"],
+    }
     assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
     reader = make_key(client, "reader", "read")
     forbidden = client.delete("/identities/x", headers={"Authorization": f"Bearer {reader}"})
     assert forbidden.status_code == 403
     assert forbidden.json() == {
-        "detail": "the API key 'reader' lacks the 'write' scope this request needs"
+        "detail": "the API key 'reader' lacks the 'write' scope this request needs",
+        "request_id": forbidden.headers["X-Request-ID"],
     }
     assert 'error="insufficient_scope", scope="write"' in forbidden.headers["WWW-Authenticate"]
     # Bearer and X-API-Key are the same key.
@@ -285,5 +289,7 @@ def test_the_service_listens_where_the_settings_say_loopback_by_default(
     bound: dict[str, object] = {}
     monkeypatch.setattr(app.uvicorn, "run", lambda _app, **options: bound.update(options))
     monkeypatch.setattr(app, "get_settings", lambda: Settings(_env_file=None))
+    # The process's logging is left alone (test_request_logs checks configure_logging).
+    monkeypatch.setattr(app, "configure_logging", lambda *arguments: None)
     app.main()
     assert bound["host"] == "127.0.0.1"

@@ -81,6 +81,18 @@ def test_each_status_raises_its_error_with_the_api_message(
     assert isinstance(raised.value.response, httpx.Response)
 
 
+def test_an_error_carries_the_services_request_id() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = {"detail": "identity 'ada' does not exist", "request_id": "req-7"}
+        return httpx.Response(404, json=body, headers={"X-Request-ID": "req-7"})
+
+    with client(handler, retry=NO_RETRY) as face, pytest.raises(NotFound) as raised:
+        face.get_identity("ada")
+    assert raised.value.request_id == "req-7"
+    assert raised.value.detail == "identity 'ada' does not exist"
+    assert FaceAPIError("no answer").request_id is None
+
+
 def test_a_validation_error_keeps_the_list_and_reads_as_one_line() -> None:
     detail = [
         {"type": "less_than_equal", "loc": ["body", "top_k"], "msg": "Input should be <= 100"},

@@ -131,7 +131,10 @@ def test_the_60000x800_uniform_png_is_a_fast_no_face_with_a_bounded_canvas(
     response = client.post("/embedding", files=[("image", ("wide.png", data, "image/png"))])
     took = time.perf_counter() - started
     assert response.status_code == 422
-    assert response.json() == {"detail": "no face found in 'image'"}
+    assert response.json() == {
+        "detail": "no face found in 'image'",
+        "request_id": response.headers["X-Request-ID"],
+    }
     assert shapes[0] == (800, 60000, 3)
     assert shapes[1][0] == shapes[1][1] <= 4096  # the padded canvas
     assert took < 10
@@ -209,7 +212,8 @@ def test_a_chunked_body_past_the_limit_is_413(
     )
     assert response.status_code == 413
     assert strict_json(response.text) == {
-        "detail": "the request body exceeds the limit of 1000000 bytes"
+        "detail": "the request body exceeds the limit of 1000000 bytes",
+        "request_id": response.headers["X-Request-ID"],
     }
 
 
@@ -310,7 +314,10 @@ def test_503_text_names_no_internal_address(client: TestClient) -> None:
     response = client.post("/embedding", files=[("image", ("a.png", png(1), "image/png"))])
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
-    assert response.json() == {"detail": "the models are not available; retry shortly"}
+    assert response.json() == {
+        "detail": "the models are not available; retry shortly",
+        "request_id": response.headers["X-Request-ID"],
+    }
 
 
 def test_a_face_in_a_60000_pixel_wide_image_is_aligned(client: TestClient) -> None:

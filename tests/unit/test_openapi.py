@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app import create_app
-from face_service.api.openapi import captured_examples
+from face_service.api.openapi import EXAMPLE_REQUEST_ID, captured_examples
 from face_service.api.schemas.extract import ExtractJSONCreate, ExtractPublic
 from face_service.api.schemas.faces import EmbeddingPublic, SimilarityPublic
 from face_service.api.schemas.identify import (
@@ -151,7 +151,8 @@ def test_error_examples_are_the_service_messages(document: dict[str, Any]) -> No
     responses = document["paths"]["/embedding"]["post"]["responses"]
     examples = responses["415"]["content"]["application/json"]["examples"]
     assert examples["not multipart"]["value"] == {
-        "detail": "expected multipart/form-data with image file(s), got 'application/json'"
+        "detail": "expected multipart/form-data with image file(s), got 'application/json'",
+        "request_id": EXAMPLE_REQUEST_ID,
     }
     assert "no face" in responses["422"]["content"]["application/json"]["examples"]
 

@@ -1,6 +1,10 @@
 """Docker/start.sh without Docker: laid out as in the image (/app), with a stand-in tritonserver
-that records its flags, it rewrites the configs through the package and starts tritonserver with
-exactly the flags the local server gets (face_service.inference.server_arguments)."""
+installed as in the official container (<prefix>/bin/tritonserver beside <prefix>/backends/
+onnxruntime) that records its flags: alone (`start.sh triton`) it rewrites the configs through
+the package and runs tritonserver with exactly the flags the local server gets
+(face_service.inference.server_arguments); all in one it runs the API, which starts that server
+itself (FACE_TRITONSERVER) with the same flags. tests/integration/test_docker_image.py starts the
+whole image for real."""
 
 from __future__ import annotations
 
@@ -68,8 +72,9 @@ def image(tmp_path: Path) -> Image:
     models = tmp_path / "models"
     for name in MODEL_NAMES:
         write_model(models / name / "1" / "model.onnx")
-    fake = tmp_path / "bin" / "tritonserver"
-    fake.parent.mkdir()
+    fake = tmp_path / "tritonserver" / "bin" / "tritonserver"
+    fake.parent.mkdir(parents=True)
+    (tmp_path / "tritonserver" / "backends" / "onnxruntime").mkdir(parents=True)
     fake.write_text(FAKE_TRITONSERVER)
     fake.chmod(0o755)
     recorded = tmp_path / "flags"
@@ -81,6 +86,8 @@ def image(tmp_path: Path) -> Image:
         "FACE_MODEL_REPOSITORY": str(models),
         "FACE_TRITON_HTTP_PORT": "8123",
         "FACE_TRITON_EXTRA_ARGS": "--log-verbose=1",
+        "FACE_DATA_DIR": str(tmp_path / "data"),
+        "FACE_TRITON_LOG_FILE": str(tmp_path / "data" / "triton.log"),
         "FAKE_ARGUMENTS": str(recorded),
     }
     return Image(app, models, recorded, env)
@@ -109,20 +116,43 @@ def test_triton_alone_gets_the_flags_of_server_arguments_and_fresh_configs(image
         assert not (image.models / name / "1" / "model.py").exists()
 
 
-def test_all_in_one_starts_triton_on_loopback_and_stops_when_it_dies(image: Image) -> None:
+def test_all_in_one_runs_the_api_which_starts_the_installed_triton_on_loopback(
+    image: Image,
+) -> None:
     started = image.run(FAKE_STATUS="3")
-    assert started.returncode == 1
-    assert "tritonserver exited with status 3 before it was ready" in started.stderr
+    # The API started FACE_TRITONSERVER itself; it exited before it was ready, so did the API.
+    assert started.returncode != 0
+    assert "tritonserver exited while starting" in started.stderr
     # Triton's control APIs take a fresh key, never logged, unless FACE_TRITON_CONTROL_KEY is set.
     key = control_key(image.flags())
     assert len(key) >= 32
     assert key not in started.stderr
-    assert image.flags() == expected_flags(image, "127.0.0.1", control_key=key)
-    again = image.run(FAKE_STATUS="3")
+    # The python backend's region prefix is the API process's own (random): not compared.
+    flags = [f for f in image.flags() if not f.startswith("--backend-config=python,")]
+    assert flags == expected_flags(image, "127.0.0.1", control_key=key)
+    image.run(FAKE_STATUS="3")
     assert control_key(image.flags()) != key
-    assert "--http-restricted-api=" in again.stderr  # logged, with the key masked
     image.run(FAKE_STATUS="3", FACE_TRITON_CONTROL_KEY="k" * 20)
     assert control_key(image.flags()) == "k" * 20
+    # The installation's backends decide the configs: the native onnxruntime one here.
+    for name in MODEL_NAMES:
+        config = parse_config((image.models / name / "config.pbtxt").read_text())
+        assert config.backend == "onnxruntime"
+
+
+def test_with_an_external_triton_the_script_starts_none(image: Image) -> None:
+    # A port the settings refuse ends the API at once, after start.sh has chosen its mode.
+    started = image.run(FACE_TRITON_URL="127.0.0.1:9", FACE_PORT="0")
+    assert "using that Triton, starting none here" in started.stderr
+    assert "port" in started.stderr  # the settings' own message: the API did start
+    assert not image.recorded.exists()
+
+
+def test_unknown_arguments_stop_the_script(image: Image) -> None:
+    started = image.run("serve")
+    assert started.returncode == 2
+    assert "unknown argument 'serve'" in started.stderr
+    assert not image.recorded.exists()
 
 
 def test_settings_that_make_no_flags_stop_the_script(image: Image) -> None:
@@ -135,12 +165,12 @@ def test_settings_that_make_no_flags_stop_the_script(image: Image) -> None:
 
 def test_defaults_of_the_script_are_those_of_the_settings() -> None:
     script = (REPOSITORY_ROOT / "Docker" / "start.sh").read_text()
-    settings = Settings()
+    settings = Settings(_env_file=None)
     assert f'"${{FACE_PYTHON:-{settings.python}}}"' in script
-    assert f'"${{FACE_TRITONSERVER:-{settings.tritonserver}}}"' in script
-    assert f'"${{FACE_STOP_GRACE_S:-{settings.stop_grace_s}}}"' in script
-    timeout = int(settings.triton_startup_timeout_s)
-    assert f'"${{FACE_TRITON_STARTUP_TIMEOUT_S:-{timeout}}}"' in script
+    # The settings' default is the nvidia-pytriton wheel's server; the image names its own.
+    assert settings.tritonserver is None
+    dockerfile = (REPOSITORY_ROOT / "Docker" / "Dockerfile").read_text()
+    assert "FACE_TRITONSERVER=/opt/tritonserver/bin/tritonserver" in dockerfile
 
 
 def test_model_pack_setting_installs_that_pack_before_triton_starts(image: Image) -> None:

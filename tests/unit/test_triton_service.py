@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from face_service.errors import TritonServerError
 from face_service.inference.reaper import group_alive
 from face_service.inference.server_arguments import server_arguments
 from face_service.settings import Settings
@@ -112,3 +113,54 @@ def test_kill_and_stop_end_the_whole_process_group_and_the_backend_regions(
         asyncio.run(run())
     finally:
         region.unlink(missing_ok=True)
+
+
+def test_an_installed_triton_serves_from_its_own_backends(tmp_path: Path) -> None:
+    """FACE_TRITONSERVER (the Docker image's /opt/tritonserver/bin/tritonserver): the server's
+    own backend folder, no python-backend stub or libraries of the wheel, and the configs for
+    the native onnxruntime backend found beside the binary."""
+    from face_service.inference.model_config import parse_config
+    from face_service.inference.names import MODEL_NAMES
+    from tests.unit.test_start_script import write_model
+
+    binary = tmp_path / "tritonserver" / "bin" / "tritonserver"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    (tmp_path / "tritonserver" / "backends" / "onnxruntime").mkdir(parents=True)
+    models = tmp_path / "models"
+    for name in MODEL_NAMES:
+        write_model(models / name / "1" / "model.onnx")
+    settings = Settings(
+        tritonserver=binary, model_repository=models, triton_log_file=tmp_path / "triton.log"
+    )
+
+    async def prepared() -> TritonServer:
+        service = TritonService(settings)
+        try:
+            return service.prepare_local_server()
+        finally:
+            service._close_reaper()
+            await service.client.close()
+
+    server = asyncio.run(prepared())
+    assert server.binary == binary
+    assert server.library_paths == ()
+    assert not any(flag.startswith("--backend-directory") for flag in server.flags)
+    for name in MODEL_NAMES:
+        config = parse_config((models / name / "config.pbtxt").read_text())
+        assert config.backend == "onnxruntime"
+
+
+def test_an_installed_triton_that_is_not_executable_is_named(tmp_path: Path) -> None:
+    settings = Settings(tritonserver=tmp_path / "missing", model_repository=tmp_path)
+
+    async def prepared() -> None:
+        service = TritonService(settings)
+        try:
+            service.prepare_local_server()
+        finally:
+            await service.client.close()
+
+    with pytest.raises(TritonServerError, match=r"FACE_TRITONSERVER=.*missing is not"):
+        asyncio.run(prepared())

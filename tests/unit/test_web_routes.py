@@ -83,7 +83,8 @@ def test_each_template_has_its_face_thumbnail(client: TestClient) -> None:
     missing = client.get(f"{base}/nope/image")
     assert missing.status_code == 404
     assert missing.json() == {
-        "detail": f"identity {identity['identity_id']!r} has no template 'nope'"
+        "detail": f"identity {identity['identity_id']!r} has no template 'nope'",
+        "request_id": missing.headers["X-Request-ID"],
     }
 
 

@@ -19,8 +19,11 @@ class KeyCreate(BaseModel):
         description="who uses the key: logs and the audit log show this name",
         examples=["reception-desk"],
     )
-    scopes: list[Literal["read", "write", "admin"]] = Field(
-        min_length=1, max_length=3, description="admin implies write implies read"
+    scopes: list[Literal["read", "write", "admin", "metrics"]] = Field(
+        min_length=1,
+        max_length=4,
+        description="admin implies write implies read; metrics (GET /metrics only): admin "
+        "implies it",
     )
 
 
