@@ -182,10 +182,13 @@ def parse_config(text: str) -> mc.ModelConfig:
 
 
 def detect_backend(backend_directory: Path | None, runtime: str = "onnxruntime") -> str:
-    """Triton's native backend for ``runtime`` where the server has it, else the python
-    backend."""
-    if backend_directory is not None and (backend_directory / runtime).is_dir():
-        return runtime
+    """Triton's native backend for ``runtime`` where the server has it, else its native
+    onnxruntime backend (an installed Triton's python backend may run another Python, without
+    the runtime), else the python backend running ``runtime``."""
+    if backend_directory is not None:
+        for candidate in (runtime, "onnxruntime"):
+            if (backend_directory / candidate).is_dir():
+                return candidate
     return "python"
 
 

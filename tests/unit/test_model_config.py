@@ -271,10 +271,11 @@ def test_write_model_configs_without_models_says_what_to_run(tmp_path: Path) -> 
 
 def test_detect_backend(tmp_path: Path) -> None:
     assert detect_backend(None) == "python"
+    assert detect_backend(None, "openvino") == "python"
     assert detect_backend(tmp_path) == "python"
     (tmp_path / "onnxruntime").mkdir()
     assert detect_backend(tmp_path) == "onnxruntime"
-    assert detect_backend(tmp_path, "openvino") == "python"
+    assert detect_backend(tmp_path, "openvino") == "onnxruntime"
     (tmp_path / "openvino").mkdir()
     assert detect_backend(tmp_path, "openvino") == "openvino"
 
