@@ -45,6 +45,10 @@ def test_health_is_ok_with_both_models_ready(api: httpx.Client) -> None:
         "triton": True,
         "models": {"face_detector": True, "face_recognizer": True},
         "reason": None,
+        "serving": {
+            name: {"backend": "python", "runtime": "openvino", "precision": "fp32"}
+            for name in ("face_detector", "face_recognizer")
+        },
     }
     assert api.get("/health/live").json() == {"status": "alive"}
 
