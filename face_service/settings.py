@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     triton_grpc_port: int = Field(8001, ge=1, le=65535)
     triton_metrics_port: int = Field(8002, ge=1, le=65535)
     triton_backend: Literal["auto", "onnxruntime", "python"] = "auto"
+    # Where the models run: "gpu" gives every model KIND_GPU instances (count: triton_instances
+    # per GPU); on the python backend (nvidia-pytriton's server) they then run in torch on CUDA,
+    # converted from the ONNX file (onnx2torch), in gpu_precision, and a model whose outputs on a
+    # fixed probe input drift from the fp32 onnxruntime CPU path below gpu_min_cosine does not
+    # load. On the native onnxruntime backend (the official Triton image) "gpu" runs it with the
+    # CUDA execution provider.
+    device: Literal["cpu", "gpu"] = "cpu"
+    gpu_precision: Literal["fp16", "fp32"] = "fp16"
+    gpu_min_cosine: float = Field(0.995, gt=0, le=1)
     triton_startup_timeout_s: float = Field(180.0, gt=0)
     triton_request_timeout_s: float = Field(30.0, gt=0)
     # Faults: /health and the watchdog's probes give Triton this long to answer (not the request

@@ -25,6 +25,12 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2 as mc
 
 from face_service.errors import ModelConfigError, ModelRepositoryError
+from face_service.inference.gpu_config import (
+    TORCH_MODEL_SOURCE,
+    GpuOptions,
+    apply_gpu,
+    gpu_options,
+)
 from face_service.inference.names import (
     DETECTOR_MODEL,
     METADATA_PREFIX,
@@ -107,6 +113,7 @@ class ServingOptions:
     intra_op_threads: int
     inter_op_threads: int
     max_queue_delay_us: int
+    gpu: GpuOptions | None = None  # None: CPU instances (FACE_DEVICE=cpu)
 
 
 def build_model_config(name: str, spec: OnnxModelSpec, options: ServingOptions) -> mc.ModelConfig:
@@ -138,6 +145,8 @@ def build_model_config(name: str, spec: OnnxModelSpec, options: ServingOptions) 
     for key, value in spec.metadata.items():
         if key.startswith(METADATA_PREFIX):
             config.parameters[key].string_value = value
+    if options.gpu is not None:
+        apply_gpu(config, options.gpu)
     return config
 
 
@@ -163,6 +172,7 @@ def model_serving_options(settings: Settings, backend: str) -> dict[str, Serving
         "intra_op_threads": settings.intra_op_threads(),
         "inter_op_threads": settings.triton_inter_op_threads,
         "max_queue_delay_us": settings.triton_max_queue_delay_us,
+        "gpu": gpu_options(settings),
     }
     return {
         DETECTOR_MODEL: ServingOptions(max_batch_size=settings.detector_max_batch_size, **common),
@@ -192,7 +202,8 @@ def write_model_configs(
         (repository / name / "config.pbtxt").write_text(serialize_config(config))
         python_model = onnx_path.with_name("model.py")
         if serving.backend == "python":
-            shutil.copyfile(PYTHON_MODEL_SOURCE, python_model)
+            source = PYTHON_MODEL_SOURCE if serving.gpu is None else TORCH_MODEL_SOURCE
+            shutil.copyfile(source, python_model)
         else:
             python_model.unlink(missing_ok=True)
         configs[name] = config
