@@ -93,7 +93,35 @@ class TritonPythonModel:
         self.batched = int(config.get("max_batch_size", 0)) > 0
         self.min_cosine = float(parameters.get("min_cosine", "0.995"))
         self.probe_shape = [int(d) if int(d) > 0 else 640 for d in config["input"][0]["dims"]]
+        self.max_batch_size = int(config.get("max_batch_size", 0))
         self.check_against_cpu(int(parameters.get("intra_op_thread_count", "0")))
+        self.warm_up()
+
+    def padded_size(self, batch: int) -> int:
+        """The batch size a batch of ``batch`` runs at: the next power of two (at most
+        ``max_batch_size``). cuDNN builds its plans per input shape, which took up to seconds
+        per new batch size on the H200 (bench/gpu.py, 2026-12-02: executions of 2-26 images at
+        1.3-21 s while the GPU sat at 1-2 %); a few padded sizes, built at load, bound that."""
+        if not self.batched or batch < 1:
+            return batch
+        return min(1 << (batch - 1).bit_length(), max(self.max_batch_size, batch))
+
+    def warm_up(self) -> None:
+        """Runs every padded batch size once at the probe shape, so that no request pays for
+        building its plans."""
+        if not self.batched:
+            return
+        size = 1
+        while True:
+            pixels = self.torch.zeros(
+                [size, *self.probe_shape], dtype=self.torch.uint8, device=self.device
+            )
+            self.run([pixels])
+            if size >= self.max_batch_size:
+                break
+            size = self.padded_size(size + 1)
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
 
     def run(self, feed: list[Any]) -> list[Any]:
         """The model's outputs (fp32, on the device) for input tensors on the device."""
@@ -159,6 +187,13 @@ class TritonPythonModel:
                 else inputs[group[0]][k]
                 for k in range(len(self.input_names))
             ]
+            rows = feed[0].shape[0] if self.batched else 0
+            padding = self.padded_size(rows) - rows
+            if padding:
+                feed = [
+                    self.torch.cat([tensor, tensor[:1].expand(padding, *tensor.shape[1:])])
+                    for tensor in feed
+                ]
             results = self.run(feed)
             start = 0
             for i in group:
