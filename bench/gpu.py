@@ -193,13 +193,16 @@ def model_stats(triton: str, model: str) -> dict[str, int]:
 
 
 def stats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Triton adds an execution's compute time to each request it batched: per execution, the
+    time is the sum over requests divided by the requests."""
     d = {key: after[key] - before[key] for key in before}
-    executions = max(d["executions"], 1)
+    executions, requests = max(d["executions"], 1), max(d["requests"], 1)
+    execution_s = d["compute_ns"] / requests / 1e9
     return {
         "faces_per_execution": d["inferences"] / executions,
-        "compute_ms_per_execution": d["compute_ns"] / executions / 1e6,
-        "queue_ms_per_request": d["queue_ns"] / max(d["requests"], 1) / 1e6,
-        "faces_per_compute_s": d["inferences"] / (d["compute_ns"] / 1e9) if d["compute_ns"] else 0,
+        "compute_ms_per_execution": execution_s * 1e3,
+        "queue_ms_per_request": d["queue_ns"] / requests / 1e6,
+        "faces_per_compute_s": d["inferences"] / (execution_s * executions) if execution_s else 0,
     }
 
 
