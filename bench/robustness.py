@@ -195,7 +195,8 @@ def side_result(
     no_face = sum(second.embedding is None for second in seconds)
     right = None
     if turn and seconds and seconds[0].rotation is not None:
-        right = sum(s.embedding is not None and s.rotation == turn for s in seconds)
+        undo = (360 - turn) % 360  # the clockwise turn that makes the photo upright again
+        right = sum(s.embedding is not None and s.rotation == undo for s in seconds)
     return SideResult(
         accuracy_at(scores, labels, threshold), roc_auc(scores, labels), no_face, right
     )

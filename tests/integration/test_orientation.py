@@ -1,7 +1,8 @@
 """Photos that arrive turned (90, 180, 270 degrees clockwise, no EXIF tag) on every route that
 takes one, against the real service: the same person is found, the reported rotation undoes the
-turn, boxes are in the pixels of the photo as sent; upright photos are not turned; the auto_rotate
-option and FACE_AUTO_ROTATE=false give the old answer."""
+turn (a photo turned 90 degrees clockwise is turned 270 more to be upright), boxes are in the
+pixels of the photo as sent; upright photos are not turned; the auto_rotate option and
+FACE_AUTO_ROTATE=false give the old answer."""
 
 from __future__ import annotations
 
@@ -59,6 +60,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / (area - inter))
 
 
+def undoing(degrees: int) -> int:
+    """The clockwise turn that makes upright a photo turned clockwise by ``degrees``."""
+    return (360 - degrees) % 360
+
+
 def cosine(a: list[float], b: list[float]) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
@@ -105,7 +111,7 @@ def test_embedding_finds_the_turned_face_upright_in_the_photo_as_sent(
     response = embedding(api, turned(yao, degrees))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["face"]["rotation"] == degrees
+    assert body["face"]["rotation"] == undoing(degrees)
     assert cosine(body["embedding"], upright["embedding"]) > SAME_PHOTO_SIMILARITY
     expected = turned_box(upright["face"]["bbox"], degrees, yao.width, yao.height)
     assert iou(np.array(body["face"]["bbox"]), expected) > MIN_BOX_IOU
@@ -154,7 +160,7 @@ def test_the_setting_off_gives_the_upright_only_answer(
         plain = embedding(client, photo)
         asked = embedding(client, photo, auto_rotate="true")
     assert asked.status_code == 200
-    assert asked.json()["face"]["rotation"] == 180
+    assert asked.json()["face"]["rotation"] == undoing(180)
     assert plain.status_code == 422 or plain.json()["face"]["rotation"] == 0
 
 
@@ -169,7 +175,7 @@ def test_face_similarity_of_a_turned_photo_and_an_upright_one(
     body = api.post("/face-similarity", files=files).json()
     assert body["same_person"] is True
     assert body["similarity"] > SAME_PHOTO_SIMILARITY
-    assert (body["face_a"]["rotation"], body["face_b"]["rotation"]) == (0, degrees)
+    assert (body["face_a"]["rotation"], body["face_b"]["rotation"]) == (0, undoing(degrees))
     files["image_a"] = ("a.jpg", jpeg(hanks), "image/jpeg")
     other = api.post("/face-similarity", files=files).json()
     assert other["same_person"] is False
@@ -185,14 +191,14 @@ def test_identify_and_verify_find_the_enrolled_person_in_a_turned_photo(
     [face] = found.json()["faces"]
     assert face["match"]["identity_id"] == enrolled
     assert face["match"]["similarity"] > SAME_PHOTO_SIMILARITY
-    assert face["rotation"] == degrees
+    assert face["rotation"] == undoing(degrees)
     verified = api.post(
         "/verify",
         files={"image": ("q.jpg", photo, "image/jpeg")},
         data={"identity_id": enrolled},
     ).json()
     assert verified["verified"] is True
-    assert verified["face"]["rotation"] == degrees
+    assert verified["face"]["rotation"] == undoing(degrees)
 
 
 def test_enrollment_from_turned_photos_matches_the_upright_photo(
@@ -207,14 +213,14 @@ def test_enrollment_from_turned_photos_matches_the_upright_photo(
     assert response.status_code == 201, response.text
     reports = response.json()["images"]
     assert [r["status"] for r in reports] == ["enrolled", "enrolled"]
-    assert [r["face"]["rotation"] for r in reports] == [90, 180]
+    assert [r["face"]["rotation"] for r in reports] == [undoing(90), undoing(180)]
     added = api.post(
         f"/identities/{identity_id}/images",
         files=[("images", ("270.jpg", turned(yao, 270), "image/jpeg"))],
     )
     assert added.status_code == 200, added.text
     [report] = added.json()["images"]
-    assert (report["status"], report["face"]["rotation"]) == ("enrolled", 270)
+    assert (report["status"], report["face"]["rotation"]) == ("enrolled", undoing(270))
     verified = api.post(
         "/verify",
         files={"image": ("q.jpg", jpeg(yao), "image/jpeg")},
@@ -244,7 +250,7 @@ def test_extract_and_draw_turn_by_default(api: httpx.Client, yao: Image.Image) -
     photo = turned(yao, 270)
     body = api.post("/extract", files=[("images", ("t.jpg", photo, "image/jpeg"))]).json()
     [image] = body["images"]
-    assert (image["rotation"], len(image["faces"])) == (270, 1)
+    assert (image["rotation"], len(image["faces"])) == (undoing(270), 1)
     assert (image["width"], image["height"]) == (yao.height, yao.width)
     drawn = api.post("/draw", files={"image": ("t.jpg", photo, "image/jpeg")})
     assert drawn.status_code == 200

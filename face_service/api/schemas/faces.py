@@ -22,8 +22,9 @@ class FacePublic(BaseModel):
     )
     rotation: int = Field(
         0,
-        description="clockwise degrees (0, 90, 180, 270) the photo was turned to find this face "
-        "upright (auto_rotate); bbox and landmarks are in the photo as sent all the same",
+        description="clockwise degrees (0, 90, 180, 270) the service turned the photo to find "
+        "this face upright (auto_rotate): a photo that arrived turned 90 degrees clockwise says "
+        "270; bbox and landmarks are in the pixels of the photo as sent all the same",
     )
 
     @classmethod
