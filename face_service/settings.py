@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     similarity_threshold: float | None = Field(
         None, ge=-1, le=1, description="Overrides the model pack's default verification threshold"
     )
+    # Photos whose faces look turned (none found, a low best score, eyes-to-mouth not pointing
+    # down: faces.likely_turned) are also detected turned 90, 180 and 270 degrees, and the most
+    # upright orientation is kept; each route's auto_rotate option overrides this.
+    auto_rotate: bool = True
 
     # Input limits
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
