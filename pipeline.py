@@ -1,6 +1,6 @@
 """The face pipeline, the one coordinator every route uses: decode, detect (SCRFD on Triton, with
-a padded retry and an optional orientation search), choose, align, and embed (one batched ArcFace
-call on Triton).
+a padded retry, and an orientation search for photos that look turned), choose, align, and embed
+(one batched ArcFace call on Triton).
 
 The models are :class:`~face_service.inference.detector.FaceDetector` (with the SCRFD maths of
 :mod:`face_service.inference.scrfd`) and :class:`~face_service.inference.recognizer.FaceRecognizer`.
@@ -30,6 +30,7 @@ from face_service.errors import FaceServiceError, InvalidImageError, NoFaceError
 from face_service.faces import (
     DetectionOptions,
     Face,
+    likely_turned,
     most_prominent,
     orientation_score,
     select_faces,
@@ -42,6 +43,7 @@ from face_service.imaging import (
     image_channels,
     pad_to_bounded_square,
     rotate_clockwise,
+    shrink_to_side,
     unrotate_box,
     unrotate_points,
 )
@@ -59,7 +61,7 @@ PADDED_RETRY_FACTOR = 2.0
 PADDED_RETRY_MAX_SIDE = 4096
 
 
-# Clockwise turns tried by the orientation search (auto_rotate).
+# Clockwise turns tried by the orientation search (auto_rotate) on photos that look turned.
 ROTATIONS = (90, 180, 270)
 # Picks, from an image's detected faces, those the caller wants; a FaceServiceError it raises
 # becomes that image's error.
@@ -100,6 +102,12 @@ class FacePipeline:
         """Analysis options: ``values`` as given, the detector's others from the settings."""
         return AnalysisOptions.model_validate(values, context=settings_context(self.settings))
 
+    def rotation_options(self, auto_rotate: bool | None, **values: object) -> AnalysisOptions:
+        """Options with ``values``, and ``auto_rotate`` unless it is None (then the setting's)."""
+        if auto_rotate is not None:
+            values["auto_rotate"] = auto_rotate
+        return self.options(**values)
+
     async def analyze(
         self,
         inputs: Sequence[ImageInput],
@@ -138,12 +146,17 @@ class FacePipeline:
             image.took_ms += timings.detect + timings.embed
         return images, timings
 
-    async def prominent_faces(self, images: Sequence[tuple[bytes, str]]) -> list[tuple[Face, int]]:
+    async def prominent_faces(
+        self, images: Sequence[tuple[bytes, str]], *, auto_rotate: bool | None = None
+    ) -> list[tuple[Face, int]]:
         """For each (bytes, field name): the most prominent face, embedded, and how many faces the
         image has; the first image that fails fails the call. The chosen faces of all images
-        share one recognizer call."""
+        share one recognizer call. ``auto_rotate``: None takes the setting."""
         analyzed, _ = await self.analyze(
-            [data for data, _ in images], names=[name for _, name in images], choose=_prominent
+            [data for data, _ in images],
+            self.rotation_options(auto_rotate),
+            names=[name for _, name in images],
+            choose=_prominent,
         )
         raise_first_error(analyzed)
         return [(image.faces[0], image.faces_detected) for image in analyzed]
@@ -196,7 +209,8 @@ class FacePipeline:
         auto_rotate: bool = False,
     ) -> None:
         """Sets the faces of every usable image, best score first, in the image's own pixels;
-        with ``auto_rotate`` from the orientation in which they look most upright."""
+        with ``auto_rotate``, those of an image that looks turned from the orientation in which
+        they look most upright."""
         usable = [image for image in images if image.usable]
         if not usable:
             return
@@ -205,7 +219,9 @@ class FacePipeline:
         for image, faces in zip(usable, found, strict=True):
             image.faces = faces
         if auto_rotate:
-            await self._search_orientations(usable, options)
+            turned = [image for image in usable if likely_turned(image.faces)]
+            if turned:
+                await self._search_orientations(turned, options)
 
     async def _detect(
         self, images: Sequence[np.ndarray], options: DetectionOptions
@@ -239,21 +255,26 @@ class FacePipeline:
     ) -> None:
         """Detects on every image turned by 90, 180 and 270 degrees too, and keeps, per image,
         the orientation whose faces have the highest summed detection score: SCRFD still finds
-        some faces in a sideways photo, but fewer and less surely than upright."""
+        some faces in a sideways photo, but fewer and less surely than upright. Each kept face
+        says the turn that found it."""
         best = [orientation_score(image.faces) for image in images]
+        shrunk = await asyncio.to_thread(
+            lambda: [shrink_to_side(image.image, options.input_size) for image in images]
+        )
         for degrees in ROTATIONS:
             rotated = await asyncio.to_thread(
-                lambda d=degrees: [rotate_clockwise(image.image, d) for image in images]
+                lambda d=degrees: [rotate_clockwise(small, d) for small, _ in shrunk]
             )
             found = await self._detect(rotated, options)
             for index, (image, faces) in enumerate(zip(images, found, strict=True)):
                 if orientation_score(faces) <= best[index]:
                     continue
+                small, scale = shrunk[index]
+                height, width = small.shape[:2]
                 for face in faces:
-                    face.bbox = unrotate_box(face.bbox, degrees, image.width, image.height)
-                    face.landmarks = unrotate_points(
-                        face.landmarks, degrees, image.width, image.height
-                    )
+                    face.rotation = degrees
+                    face.bbox = unrotate_box(face.bbox, degrees, width, height) / scale
+                    face.landmarks = unrotate_points(face.landmarks, degrees, width, height) / scale
                 image.faces, image.rotation = faces, degrees
                 best[index] = orientation_score(faces)
 

@@ -442,6 +442,8 @@ def evaluate(url: str, args: argparse.Namespace, pairs: list[Pair]) -> dict[str,
         "deepface": subsets == "deepface",
         "all": np.ones(len(pairs), bool),
     }
+    # A pairs.csv with one subset only (e.g. LFW alone, where deepface's photos are not at hand).
+    masks = {name: mask for name, mask in masks.items() if mask.any()}
     metrics = {
         name: set_metrics(similarities[mask], labels[mask], failed[mask], threshold)
         for name, mask in masks.items()

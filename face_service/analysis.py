@@ -3,9 +3,9 @@
 
 The options are defined once, here: the API's /extract and /draw bodies extend this model with
 fields of their own. The detector's options default to the service's settings
-(FACE_DETECTOR_INPUT_SIZE, FACE_DET_THRESHOLD, FACE_NMS_THRESHOLD): validated under
-:func:`settings_context`, an option left out takes the running service's value; without that
-context, the settings' own defaults.
+(FACE_DETECTOR_INPUT_SIZE, FACE_DET_THRESHOLD, FACE_NMS_THRESHOLD, FACE_AUTO_ROTATE): validated
+under :func:`settings_context`, an option left out takes the running service's value; without
+that context, the settings' own defaults.
 """
 
 from __future__ import annotations
@@ -34,7 +34,15 @@ SETTING_OF_OPTION = {
     "min_canvas_size": "detector_min_input_size",
     "det_threshold": "det_threshold",
     "nms_threshold": "nms_threshold",
+    "auto_rotate": "auto_rotate",
 }
+# The one description of the auto_rotate option, on every route that takes a photo.
+AUTO_ROTATE_DESCRIPTION = (
+    "when the photo looks turned (no face, a low best score, eyes not above the mouth), also "
+    "detect on it turned 90, 180 and 270 degrees and keep the orientation whose faces score "
+    "best; boxes stay in the photo's own pixels and `rotation` says the turn; default "
+    "FACE_AUTO_ROTATE (on)"
+)
 
 
 def settings_context(settings: Settings) -> dict[str, Settings]:
@@ -80,11 +88,7 @@ class AnalysisOptions(BaseModel):
     embed_only: bool = Field(
         False, description="inputs are aligned 112x112 face crops: no detection"
     )
-    auto_rotate: bool = Field(
-        False,
-        description="also detect on the image turned 90, 180 and 270 degrees and keep the "
-        "orientation whose faces have the highest summed score (4x the detection work)",
-    )
+    auto_rotate: bool = like_setting("auto_rotate", AUTO_ROTATE_DESCRIPTION)
 
     @model_validator(mode="before")
     @classmethod

@@ -74,10 +74,16 @@ class Enrollment:
         self.store_face_crops = store_face_crops
 
     async def enrollment_faces(
-        self, images: Sequence[ImageInput], filenames: Sequence[str | None]
+        self,
+        images: Sequence[ImageInput],
+        filenames: Sequence[str | None],
+        auto_rotate: bool | None = None,
     ) -> list[EnrollmentImage]:
-        """One embedded face per usable image; the others with the reason they were skipped."""
-        options = self.pipeline.options(return_face_crops=self.store_face_crops)
+        """One embedded face per usable image; the others with the reason they were skipped.
+        ``auto_rotate``: None takes the setting."""
+        options = self.pipeline.rotation_options(
+            auto_rotate, return_face_crops=self.store_face_crops
+        )
         analyzed, _ = await self.pipeline.analyze(images, options, choose=subject_face)
         crops = await asyncio.to_thread(
             lambda: [
@@ -108,8 +114,9 @@ class Enrollment:
         metadata: dict[str, Any],
         images: Sequence[ImageInput],
         filenames: Sequence[str | None],
+        auto_rotate: bool | None = None,
     ) -> tuple[Identity, list[EnrollmentImage]]:
-        reports = await self.enrollment_faces(images, filenames)
+        reports = await self.enrollment_faces(images, filenames, auto_rotate)
         usable = self._usable(reports)
         identity = await asyncio.to_thread(
             self.gallery.create_identity,
@@ -129,9 +136,10 @@ class Enrollment:
         identity_id: str,
         images: Sequence[ImageInput],
         filenames: Sequence[str | None],
+        auto_rotate: bool | None = None,
     ) -> tuple[Identity, list[EnrollmentImage]]:
         before = await asyncio.to_thread(self.gallery.get_identity, identity_id=identity_id)
-        reports = await self.enrollment_faces(images, filenames)
+        reports = await self.enrollment_faces(images, filenames, auto_rotate)
         usable = self._usable(reports)
         identity = await asyncio.to_thread(
             self.gallery.add_templates,

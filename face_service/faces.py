@@ -16,6 +16,16 @@ from face_service.imaging import ARCFACE_SIZE, ARCFACE_TEMPLATE
 
 # How strongly the most prominent face is pulled towards the image centre (see prominence).
 CENTRE_WEIGHT = 2.0
+# When a photo is likely turned (likely_turned), measured with SCRFD-500M at 640 on 171 LFW photos
+# and the same photos turned: upright, the best face scored 0.71 or more but for 2 (1st
+# percentile 0.706); turned 180 degrees, SCRFD found 91 faces, 90 of them below 0.70 (it draws
+# their landmarks as if upright, so only the score gives them away); turned 90 or 270, it missed
+# 86 faces and scored 197 of the 256 it found below 0.70.
+UPRIGHT_MIN_SCORE = 0.7
+# The eyes-to-mouth direction of an upright face points down within 12 degrees (99th percentile,
+# the same photos); turned 90 or 270 degrees, the median was 67-71 degrees, and 225 of 256 faces
+# were past 45.
+UPRIGHT_MAX_TILT_DEGREES = 45.0
 
 
 @dataclass
@@ -25,6 +35,7 @@ class Face:
     landmarks: np.ndarray  # (5, 2): eyes, nose, mouth corners
     embedding: np.ndarray | None = None  # (D,), L2-normalised
     embedding_norm: float | None = None  # the norm before normalisation
+    rotation: int = 0  # clockwise degrees the photo was turned to find this face upright
 
     @property
     def area(self) -> float:
@@ -78,6 +89,30 @@ def orientation_score(faces: Sequence[Face]) -> float:
     """How upright an image's faces look: SCRFD finds fewer faces, less surely, in a turned
     photo, so the orientation with the highest summed score is the upright one."""
     return sum(face.det_score for face in faces)
+
+
+def tilt_degrees(face: Face) -> float:
+    """Angle between the face's eyes-to-mouth direction (from the midpoint of the eyes to that
+    of the mouth corners) and straight down the image: about 0 for an upright face, 90 for one
+    lying on its side."""
+    eyes = (face.landmarks[0] + face.landmarks[1]) / 2
+    mouth = (face.landmarks[3] + face.landmarks[4]) / 2
+    across, down = mouth - eyes
+    return float(abs(np.degrees(np.arctan2(across, down))))
+
+
+def looks_upright(face: Face) -> bool:
+    """Whether the detector saw this face upright: scored surely, eyes above the mouth."""
+    return face.det_score >= UPRIGHT_MIN_SCORE and tilt_degrees(face) <= UPRIGHT_MAX_TILT_DEGREES
+
+
+def likely_turned(faces: Sequence[Face]) -> bool:
+    """Whether a photo in which the detector found ``faces`` is likely sideways or upside down,
+    so that the other orientations are worth trying: no face, or its best face not upright.
+    Upright photos seldom are (2 of 171 LFW photos), so most do not pay the 4x detection."""
+    if not faces:
+        return True
+    return not looks_upright(max(faces, key=lambda face: face.det_score))
 
 
 def whole_crop_face() -> Face:

@@ -32,10 +32,12 @@ class Identification:
         return self.pipeline.similarity_threshold if requested is None else requested
 
     async def identify(
-        self, data: bytes, *, top_k: int, threshold: float | None
+        self, data: bytes, *, top_k: int, threshold: float | None, auto_rotate: bool | None = None
     ) -> list[IdentifiedFace]:
-        """Every face of the image with its best match (or None: unknown) and candidates."""
-        analyzed, _ = await self.pipeline.analyze([data], names=["image"])
+        """Every face of the image with its best match (or None: unknown) and candidates;
+        ``auto_rotate``: None takes the setting."""
+        options = self.pipeline.rotation_options(auto_rotate)
+        analyzed, _ = await self.pipeline.analyze([data], options, names=["image"])
         raise_first_error(analyzed)
         limit = self.threshold(threshold)
         results = []
@@ -50,9 +52,13 @@ class Identification:
         candidates = await asyncio.to_thread(self.gallery.search, embedding, top_k=top_k)
         return IdentifiedFace(None, best_match(candidates, self.threshold(threshold)), candidates)
 
-    async def verify(self, data: bytes, *, identity_id: str) -> tuple[Face, float]:
+    async def verify(
+        self, data: bytes, *, identity_id: str, auto_rotate: bool | None = None
+    ) -> tuple[Face, float]:
         await asyncio.to_thread(self.gallery.get_identity, identity_id=identity_id)
-        [(face, _)] = await self.pipeline.prominent_faces([(data, "image")])
+        [(face, _)] = await self.pipeline.prominent_faces(
+            [(data, "image")], auto_rotate=auto_rotate
+        )
         return face, await self.verify_embedding(face.embedding, identity_id=identity_id)
 
     async def verify_embedding(self, embedding: np.ndarray, *, identity_id: str) -> float:

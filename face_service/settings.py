@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     # test's bound is 0.995). README "Speed" has the measurements.
     cpu_runtime: Literal["openvino", "onnxruntime"] = "openvino"
     precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    # Where the models run: "gpu" gives every model KIND_GPU instances (count: triton_instances
+    # per GPU); on the python backend (nvidia-pytriton's server) they then run in torch on CUDA,
+    # converted from the ONNX file (onnx2torch), in gpu_precision, and a model whose outputs on a
+    # fixed probe input drift from the fp32 onnxruntime CPU path below gpu_min_cosine does not
+    # load. On the native onnxruntime backend (the official Triton image) "gpu" runs it with the
+    # CUDA execution provider.
+    device: Literal["cpu", "gpu"] = "cpu"
+    gpu_precision: Literal["fp16", "fp32"] = "fp16"
+    gpu_min_cosine: float = Field(0.995, gt=0, le=1)
     triton_startup_timeout_s: float = Field(180.0, gt=0)
     triton_request_timeout_s: float = Field(30.0, gt=0)
     # Faults: /health and the watchdog's probes give Triton this long to answer (not the request
@@ -129,6 +138,10 @@ class Settings(BaseSettings):
     similarity_threshold: float | None = Field(
         None, ge=-1, le=1, description="Overrides the model pack's default verification threshold"
     )
+    # Photos whose faces look turned (none found, a low best score, eyes-to-mouth not pointing
+    # down: faces.likely_turned) are also detected turned 90, 180 and 270 degrees, and the most
+    # upright orientation is kept; each route's auto_rotate option overrides this.
+    auto_rotate: bool = True
 
     # Input limits
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)

@@ -18,6 +18,8 @@ from typing import Any
 from face_service.settings import REPOSITORY_ROOT
 
 COMPOSE_FILE = REPOSITORY_ROOT / "Docker" / "compose.yaml"
+# Layered over COMPOSE_FILE for a machine with an NVIDIA GPU (README, Docker).
+COMPOSE_GPU_FILE = REPOSITORY_ROOT / "Docker" / "compose.gpu.yaml"
 ENV_EXAMPLE = REPOSITORY_ROOT / "Docker" / "compose.env.example"
 PROFILES = ("all-in-one", "scale")
 # Empty in the example (compose refuses to start without them); the README makes each with
@@ -57,15 +59,24 @@ def run_compose(
     env_file: Path,
     profile: str | None = None,
     compose_file: Path = COMPOSE_FILE,
+    overrides: tuple[Path, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """``docker compose -f COMPOSE_FILE --env-file ENV_FILE ARGUMENTS`` in a clean environment
     (nothing of the caller's shell is interpolated), with COMPOSE_PROFILES=profile when given
-    (else the env file's)."""
+    (else the env file's); ``overrides`` are layered on top (more ``-f``)."""
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
     if profile is not None:
         env["COMPOSE_PROFILES"] = profile
     return subprocess.run(
-        [str(compose_binary()), "-f", str(compose_file), "--env-file", str(env_file), *arguments],
+        [
+            str(compose_binary()),
+            "-f",
+            str(compose_file),
+            *[part for override in overrides for part in ("-f", str(override))],
+            "--env-file",
+            str(env_file),
+            *arguments,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -74,9 +85,13 @@ def run_compose(
     )
 
 
-def compose_config(env_file: Path, profile: str | None = None) -> dict[str, Any]:
+def compose_config(
+    env_file: Path, profile: str | None = None, overrides: tuple[Path, ...] = ()
+) -> dict[str, Any]:
     """The resolved model (interpolated, validated against the Compose schema, normalised)."""
-    done = run_compose("config", "--format", "json", env_file=env_file, profile=profile)
+    done = run_compose(
+        "config", "--format", "json", env_file=env_file, profile=profile, overrides=overrides
+    )
     assert done.returncode == 0, f"docker compose config failed:\n{done.stderr}"
     return json.loads(done.stdout)
 

@@ -113,9 +113,10 @@ class StubTriton:
 
 
 def png(faces: int, width: int = 160, height: int = 120) -> bytes:
-    """A grey PNG the fake detector finds ``faces`` faces in."""
+    """A grey PNG the fake detector finds ``faces`` faces in, turned or not (the count is in
+    every corner, so the orientation search finds no more in it)."""
     image = np.full((height, width, 3), 128, np.uint8)
-    image[0, 0] = faces
+    image[0, 0] = image[0, -1] = image[-1, 0] = image[-1, -1] = faces
     return cv2.imencode(".png", image)[1].tobytes()
 
 

@@ -25,6 +25,12 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import model_config_pb2 as mc
 
 from face_service.errors import ModelConfigError, ModelRepositoryError
+from face_service.inference.gpu_config import (
+    TORCH_MODEL_SOURCE,
+    GpuOptions,
+    apply_gpu,
+    gpu_options,
+)
 from face_service.inference.names import (
     DETECTOR_MODEL,
     METADATA_PREFIX,
@@ -117,6 +123,7 @@ class ServingOptions:
     # Input shapes (batch included) that OpenVINO compiles for their fixed shape at load.
     static_shapes: tuple[tuple[int, ...], ...] = ()
     cache_directory: Path | None = None  # OpenVINO's model cache
+    gpu: GpuOptions | None = None  # None: CPU instances (FACE_DEVICE=cpu)
 
 
 def build_model_config(name: str, spec: OnnxModelSpec, options: ServingOptions) -> mc.ModelConfig:
@@ -170,6 +177,8 @@ def build_model_config(name: str, spec: OnnxModelSpec, options: ServingOptions) 
     for key, value in spec.metadata.items():
         if key.startswith(METADATA_PREFIX):
             config.parameters[key].string_value = value
+    if options.gpu is not None:
+        apply_gpu(config, options.gpu)
     return config
 
 
@@ -204,6 +213,7 @@ def model_serving_options(settings: Settings, backend: str) -> dict[str, Serving
         "runtime": runtime,
         "precision": precision,
         "cache_directory": settings.data_dir / "openvino_cache",
+        "gpu": gpu_options(settings),
     }
     # Batch 1 of every canvas the detector gets by default; the recognizer's one-face batch
     # (larger batches gain nothing from a fixed shape: 86.7 vs 86.8 ms at 16, bf16).
@@ -243,6 +253,8 @@ def serving_summary(config: mc.ModelConfig) -> dict[str, str]:
     if config.backend == "python":
         runtime = parameters.get("runtime", "onnxruntime")
         precision = parameters.get("precision", "fp32")
+        if runtime == "torch":  # FACE_DEVICE=gpu (gpu_config.apply_gpu)
+            precision = parameters.get("torch_precision", precision)
     else:
         runtime = config.backend
         precision = "bf16" if parameters.get("HINT_BF16") == "YES" else "fp32"
@@ -268,11 +280,16 @@ def write_model_configs(
         config = build_model_config(name, read_onnx_spec(onnx_path), serving)
         (repository / name / "config.pbtxt").write_text(serialize_config(config))
         python_files = {
-            onnx_path.with_name("model.py"): PYTHON_MODEL_SOURCE,
+            onnx_path.with_name("model.py"): (
+                PYTHON_MODEL_SOURCE if serving.gpu is None else TORCH_MODEL_SOURCE
+            ),
             onnx_path.with_name(PYTHON_RUNTIMES_SOURCE.name): PYTHON_RUNTIMES_SOURCE,
         }
         for target, source in python_files.items():
-            if serving.backend == "python":
+            needed = serving.backend == "python" and (
+                serving.gpu is None or source is not PYTHON_RUNTIMES_SOURCE
+            )
+            if needed:
                 shutil.copyfile(source, target)
             else:
                 target.unlink(missing_ok=True)

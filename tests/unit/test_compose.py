@@ -16,6 +16,7 @@ import pytest
 from face_service.settings import REPOSITORY_ROOT, Settings
 from tests.compose_support import (
     COMPOSE_FILE,
+    COMPOSE_GPU_FILE,
     ENV_EXAMPLE,
     PROFILES,
     SECRET_NAMES,
@@ -242,3 +243,26 @@ def test_the_real_env_file_is_kept_out_of_git_and_the_image() -> None:
     )
     assert ignored.returncode == 0, "Docker/.env must be ignored by git"
     assert "Docker/.env" in (REPOSITORY_ROOT / ".dockerignore").read_text().split()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_gpu_variant_gives_the_model_server_one_gpu_and_valid_settings(
+    env_file: Path, profile: str
+) -> None:
+    config = compose_config(env_file, profile, overrides=(COMPOSE_GPU_FILE,))
+    model_server = "face" if profile == "all-in-one" else "triton"
+    service = services(config)[model_server]
+    [device] = service["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert device["capabilities"] == ["gpu"]
+    assert device["count"] == 1
+    assert service["environment"]["FACE_DEVICE"] == "gpu"
+    # The layered file keeps what the main one sets (secrets, gallery URL) and adds only settings.
+    for name in services(config):
+        environment = services(config)[name].get("environment") or {}
+        face = {k: v for k, v in environment.items() if k.startswith("FACE_")}
+        assert set(face) <= SETTING_VARIABLES, name
+        Settings(**{k.removeprefix("FACE_").lower(): v for k, v in face.items()})
+    api = services(config)[API_SERVICES[profile]]
+    assert api["environment"]["FACE_GALLERY_DATABASE_URL"].startswith("postgresql://")
+    assert api["environment"]["FACE_MAX_CONCURRENT_REQUESTS"] == "64"

@@ -5,7 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from face_service.faces import Face, cosine_similarity, face_size, most_prominent, select_faces
+from face_service.faces import (
+    UPRIGHT_MAX_TILT_DEGREES,
+    UPRIGHT_MIN_SCORE,
+    Face,
+    cosine_similarity,
+    face_size,
+    likely_turned,
+    looks_upright,
+    most_prominent,
+    select_faces,
+    tilt_degrees,
+)
+from face_service.imaging import ARCFACE_TEMPLATE
 
 
 def face(x1: float, y1: float, x2: float, y2: float, score: float = 0.9) -> Face:
@@ -52,3 +64,54 @@ def test_select_faces_filters_small_ones_and_keeps_the_largest_in_score_order() 
     assert select_faces(faces, min_face_size=25, limit=0) == [faces[1], faces[2]]
     assert select_faces(faces, min_face_size=0, limit=2) == [faces[1], faces[3]]
     assert select_faces(faces, min_face_size=25, limit=1) == [faces[1]]
+
+
+# ---------------------------------------------------------------- is the photo likely turned?
+
+
+def template_face(score: float, degrees: int = 0) -> Face:
+    """A face on ArcFace's template (upright), or its landmarks as seen turned clockwise."""
+    points = ARCFACE_TEMPLATE.copy()
+    if degrees:
+        points = rotate_points_clockwise(points, degrees)
+    return Face(bbox=np.array([0, 0, 112, 112], np.float32), det_score=score, landmarks=points)
+
+
+def rotate_points_clockwise(points: np.ndarray, degrees: int) -> np.ndarray:
+    """Where points of a 112x112 image land when it is turned clockwise (y points down)."""
+    for _ in range(degrees // 90):
+        points = np.stack([112 - points[:, 1], points[:, 0]], axis=1)
+    return points
+
+
+@pytest.mark.parametrize(("degrees", "tilt"), [(0, 0.0), (90, 90.0), (180, 180.0), (270, 90.0)])
+def test_tilt_is_the_angle_of_eyes_to_mouth_from_straight_down(degrees: int, tilt: float) -> None:
+    assert tilt_degrees(template_face(0.9, degrees)) == pytest.approx(tilt, abs=1.0)
+
+
+def test_a_surely_scored_upright_face_is_not_turned() -> None:
+    assert not likely_turned([template_face(0.85)])
+    assert looks_upright(template_face(UPRIGHT_MIN_SCORE))
+
+
+def test_no_face_a_low_best_score_or_a_sideways_face_say_the_photo_is_likely_turned() -> None:
+    assert likely_turned([])
+    assert likely_turned([template_face(0.65), template_face(0.55)])
+    assert likely_turned([template_face(0.9, 90)])
+    assert likely_turned([template_face(0.9, 270)])
+    assert likely_turned([template_face(0.9, 180)])
+
+
+def test_the_best_scored_face_decides() -> None:
+    """A surely found upright face makes a group photo upright, whatever a stray face says."""
+    assert not likely_turned([template_face(0.6, 90), template_face(0.88)])
+    assert likely_turned([template_face(0.75), template_face(0.95, 90)])
+
+
+def test_a_face_tilted_less_than_the_limit_is_upright() -> None:
+    turned = np.radians(UPRIGHT_MAX_TILT_DEGREES - 5)
+    rotation = np.array([[np.cos(turned), -np.sin(turned)], [np.sin(turned), np.cos(turned)]])
+    face = template_face(0.9)
+    face.landmarks = (face.landmarks - 56) @ rotation.T + 56
+    assert tilt_degrees(face) == pytest.approx(UPRIGHT_MAX_TILT_DEGREES - 5, abs=0.5)
+    assert not likely_turned([face])

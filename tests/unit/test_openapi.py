@@ -126,7 +126,8 @@ def test_file_fields_are_binary_file_pickers(document: dict[str, Any]) -> None:
 
 def test_documented_fields_are_the_accepted_ones(document: dict[str, Any]) -> None:
     assert list(form_schema(document, "/identities/{identity_id}/images")["properties"]) == [
-        "images"
+        "images",
+        "auto_rotate",
     ]
     draw = form_schema(document, "/draw")["properties"]
     assert "return_embedding" not in draw

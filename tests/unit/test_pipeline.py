@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import cv2
+import numpy as np
 import pytest
 
 from face_service.errors import (
@@ -15,6 +16,7 @@ from face_service.errors import (
     NoFaceError,
     TooManyFacesError,
 )
+from face_service.imaging import ARCFACE_TEMPLATE, unrotate_box, unrotate_points
 from face_service.settings import Settings
 from tests.fakes import fake_pipeline, png
 
@@ -55,9 +57,60 @@ def test_detection_options_left_out_come_from_the_settings() -> None:
 
 def test_an_image_without_faces_is_retried_on_a_padded_canvas() -> None:
     pipeline = fake_pipeline()
-    [image], _ = asyncio.run(pipeline.analyze([png(0)]))
+    [image], _ = asyncio.run(pipeline.analyze([png(0)], pipeline.options(auto_rotate=False)))
     assert image.faces == []
     assert [count for count, _ in pipeline.detector.calls] == [1, 1]  # type: ignore[attr-defined]
+
+
+def test_an_image_without_faces_is_searched_in_every_orientation_by_default() -> None:
+    pipeline = fake_pipeline()
+    [image], _ = asyncio.run(pipeline.analyze([png(0)]))
+    assert (image.faces, image.rotation) == ([], 0)
+    # Upright and padded, then each of the three turns and its padded retry.
+    assert [count for count, _ in pipeline.detector.calls] == [1] * 8  # type: ignore[attr-defined]
+
+
+def test_an_upright_looking_image_is_not_searched() -> None:
+    pipeline = fake_pipeline()
+    [image], _ = asyncio.run(pipeline.analyze([png(2)]))
+    assert (len(image.faces), image.rotation) == (2, 0)
+    assert [count for count, _ in pipeline.detector.calls] == [1]  # type: ignore[attr-defined]
+
+
+def test_a_face_found_turned_is_reported_in_the_pixels_of_the_image_as_sent() -> None:
+    """The fake finds one face only where the bottom-left block comes to the top-left corner:
+    turned 90 degrees clockwise. The search turns a copy shrunk to the detector input (640)."""
+    image = np.full((1000, 2000, 3), 128, np.uint8)
+    image[:20, :20] = 0
+    image[:20, -20:] = 0
+    image[-20:, -20:] = 0
+    image[-100:, :100] = 1
+    data = cv2.imencode(".png", image)[1].tobytes()
+    pipeline = fake_pipeline()
+    [analyzed], _ = asyncio.run(pipeline.analyze([data]))
+    assert analyzed.rotation == 90
+    [face] = analyzed.faces
+    assert face.rotation == 90
+    # The fake's box [0, 0, 100, 100] in the 640x320 copy turned to 320x640, back in 2000x1000.
+    scale = 320 / 1000
+    expected = unrotate_box(np.array([0, 0, 100, 100], np.float32), 90, 640, 320) / scale
+    np.testing.assert_allclose(face.bbox, expected, rtol=1e-5)
+    np.testing.assert_allclose(face.bbox, [0, 687.5, 312.5, 1000], rtol=1e-5)
+    np.testing.assert_allclose(
+        face.landmarks, unrotate_points(ARCFACE_TEMPLATE, 90, 640, 320) / scale, rtol=1e-5
+    )
+
+
+def test_auto_rotate_off_keeps_the_upright_answer() -> None:
+    image = np.full((120, 160, 3), 128, np.uint8)
+    image[:2, :2] = image[:2, -2:] = image[-2:, -2:] = 0
+    image[-2:, :2] = 1
+    data = cv2.imencode(".png", image)[1].tobytes()
+    pipeline = fake_pipeline(Settings(auto_rotate=False))
+    [analyzed], _ = asyncio.run(pipeline.analyze([data]))
+    assert (analyzed.faces, analyzed.rotation) == ([], 0)
+    [turned], _ = asyncio.run(pipeline.analyze([data], pipeline.options(auto_rotate=True)))
+    assert (len(turned.faces), turned.rotation) == (1, 90)
 
 
 def test_limit_and_crops_and_embed_only() -> None:

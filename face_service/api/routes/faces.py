@@ -10,7 +10,12 @@ from face_service.api.auth import AUTH_ERRORS, require_scope
 from face_service.api.deps import AdmissionDep, PipelineDep, SettingsDep
 from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import UPLOAD_ERRORS
-from face_service.api.schemas.faces import EmbeddingPublic, FacePublic, SimilarityPublic
+from face_service.api.schemas.faces import (
+    AutoRotateForm,
+    EmbeddingPublic,
+    FacePublic,
+    SimilarityPublic,
+)
 from face_service.api.uploads import read_image, require_multipart
 from face_service.faces import cosine_similarity
 
@@ -36,10 +41,11 @@ async def embedding(
     pipeline: PipelineDep,
     admission: AdmissionDep,
     settings: SettingsDep,
+    auto_rotate: AutoRotateForm = None,
 ) -> EmbeddingPublic:
     data = await read_image(image, "image", settings)
     async with admission.slot():
-        [(face, count)] = await pipeline.prominent_faces([(data, "image")])
+        [(face, count)] = await pipeline.prominent_faces([(data, "image")], auto_rotate=auto_rotate)
     return EmbeddingPublic(
         embedding=[float(v) for v in face.embedding],
         face=FacePublic.from_face(face),
@@ -66,12 +72,13 @@ async def face_similarity(
             description="decision threshold; default: the pack's, or FACE_SIMILARITY_THRESHOLD",
         ),
     ] = None,
+    auto_rotate: AutoRotateForm = None,
 ) -> SimilarityPublic:
     data_a = await read_image(image_a, "image_a", settings)
     data_b = await read_image(image_b, "image_b", settings)
     async with admission.slot():
         (face_a, _), (face_b, _) = await pipeline.prominent_faces(
-            [(data_a, "image_a"), (data_b, "image_b")]
+            [(data_a, "image_a"), (data_b, "image_b")], auto_rotate=auto_rotate
         )
     similarity = cosine_similarity(face_a.embedding, face_b.embedding)
     decision_threshold = pipeline.similarity_threshold if threshold is None else threshold

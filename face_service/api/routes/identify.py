@@ -11,7 +11,7 @@ from face_service.api.auth import AUTH_ERRORS, require_scope
 from face_service.api.deps import ADMITTED, AdmissionDep, IdentificationDep, SettingsDep
 from face_service.api.json_limits import BoundedJSONRoute
 from face_service.api.openapi import error_responses
-from face_service.api.schemas.faces import FacePublic
+from face_service.api.schemas.faces import AutoRotateForm, FacePublic
 from face_service.api.schemas.identify import (
     EmbeddingQuery,
     EmbeddingVerify,
@@ -37,6 +37,7 @@ def identified_public(result: IdentifiedFace) -> IdentifiedFacePublic:
     return IdentifiedFacePublic(
         bbox=public.bbox if public else None,
         det_score=public.det_score if public else None,
+        rotation=public.rotation if public else None,
         match=MatchPublic.from_match(result.match) if result.match else None,
         candidates=[MatchPublic.from_match(m) for m in result.candidates],
     )
@@ -55,10 +56,13 @@ async def identify(
     settings: SettingsDep,
     top_k: Annotated[int, Form(ge=1, le=100)] = 5,
     threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
+    auto_rotate: AutoRotateForm = None,
 ) -> IdentifyPublic:
     data = await read_image(image, "image", settings)
     async with admission.slot():
-        results = await identification.identify(data, top_k=top_k, threshold=threshold)
+        results = await identification.identify(
+            data, top_k=top_k, threshold=threshold, auto_rotate=auto_rotate
+        )
     return IdentifyPublic(
         faces=[identified_public(r) for r in results], threshold=identification.threshold(threshold)
     )
@@ -96,10 +100,13 @@ async def verify(
     admission: AdmissionDep,
     settings: SettingsDep,
     threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
+    auto_rotate: AutoRotateForm = None,
 ) -> VerifyPublic:
     data = await read_image(image, "image", settings)
     async with admission.slot():
-        face, similarity = await identification.verify(data, identity_id=identity_id)
+        face, similarity = await identification.verify(
+            data, identity_id=identity_id, auto_rotate=auto_rotate
+        )
     limit = identification.threshold(threshold)
     return VerifyPublic(
         identity_id=identity_id,

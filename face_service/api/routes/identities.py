@@ -90,6 +90,7 @@ async def enroll(
             metadata=fields.metadata,
             images=images,
             filenames=filenames,
+            auto_rotate=fields.auto_rotate,
         )
     record_targets(request, identity_id=identity.identity_id, template_ids=template_ids(reports))
     return enrollment_public(identity, reports)
@@ -103,7 +104,13 @@ def template_ids(reports: list[EnrollmentImage]) -> list[str]:
     "/identities/{identity_id}/images",
     response_model=EnrollmentPublic,
     summary="Add templates to a person",
-    openapi_extra=multipart_openapi(None, "images", "1..N more images", name="AddImagesForm"),
+    openapi_extra=multipart_openapi(
+        IdentityCreateForm,
+        "images",
+        "1..N more images",
+        name="AddImagesForm",
+        exclude=frozenset({"identity_id", "name", "metadata"}),
+    ),
     dependencies=[require_scope("write", audit="identity.add_images"), Depends(require_multipart)],
 )
 async def add_images(
@@ -114,11 +121,14 @@ async def add_images(
     settings: SettingsDep,
 ) -> EnrollmentPublic:
     images, filenames, fields = await read_enrollment(request, settings)
-    if fields.model_fields_set:
-        raise validation_error(sorted(fields.model_fields_set)[0], "only images are accepted here")
+    if other := fields.model_fields_set - {"auto_rotate"}:
+        raise validation_error(sorted(other)[0], "only images and auto_rotate are accepted here")
     async with admission.slot():
         identity, reports = await enrollment.add_images(
-            identity_id=identity_id, images=images, filenames=filenames
+            identity_id=identity_id,
+            images=images,
+            filenames=filenames,
+            auto_rotate=fields.auto_rotate,
         )
     record_targets(request, template_ids=template_ids(reports))
     return enrollment_public(identity, reports)

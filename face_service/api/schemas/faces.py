@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Form
 from pydantic import BaseModel, Field
 
+from face_service.analysis import AUTO_ROTATE_DESCRIPTION
 from face_service.faces import Face
+
+# The auto_rotate form field of the routes that take one photo or two (None: FACE_AUTO_ROTATE).
+AutoRotateForm = Annotated[bool | None, Form(description=AUTO_ROTATE_DESCRIPTION)]
 
 
 class FacePublic(BaseModel):
@@ -13,6 +20,12 @@ class FacePublic(BaseModel):
     landmarks: list[list[float]] = Field(
         description="5 points [x, y]: left eye, right eye, nose tip, left and right mouth corner"
     )
+    rotation: int = Field(
+        0,
+        description="clockwise degrees (0, 90, 180, 270) the service turned the photo to find "
+        "this face upright (auto_rotate): a photo that arrived turned 90 degrees clockwise says "
+        "270; bbox and landmarks are in the pixels of the photo as sent all the same",
+    )
 
     @classmethod
     def from_face(cls, face: Face) -> FacePublic:
@@ -20,6 +33,7 @@ class FacePublic(BaseModel):
             bbox=[round(float(v), 2) for v in face.bbox],
             det_score=round(face.det_score, 5),
             landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+            rotation=face.rotation,
         )
 
 

@@ -29,6 +29,7 @@ class MatchPublic(BaseModel):
 class IdentifiedFacePublic(BaseModel):
     bbox: list[float] | None = None
     det_score: float | None = None
+    rotation: int | None = Field(None, description="as the face's rotation in /embedding")
     match: MatchPublic | None = Field(description="the best candidate at or above the threshold")
     candidates: list[MatchPublic]
 

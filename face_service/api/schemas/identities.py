@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from face_service.analysis import AUTO_ROTATE_DESCRIPTION
 from face_service.api.json_limits import check_json_value, parse_json
 from face_service.api.schemas.faces import FacePublic
 from face_service.gallery import Identity
@@ -49,6 +50,7 @@ class IdentityCreateForm(BaseModel):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="a JSON object", examples=[{"team": "research"}]
     )
+    auto_rotate: bool | None = Field(None, description=AUTO_ROTATE_DESCRIPTION)
 
     @field_validator("metadata", mode="before")
     @classmethod
