@@ -88,7 +88,7 @@ def test_keys_are_created_listed_found_and_revoked(store: Store, access: AccessS
     text = database_text(store)
     for key_text in (reader_text, writer_text):
         assert key_text not in text
-        assert key_text.rsplit("_", 1)[1] not in text
+        assert key_text.split("_", 2)[2] not in text
     assert found.digest in text
 
 
