@@ -6,6 +6,7 @@ PROMETHEUS_MULTIPROC_DIR, with keys required, scraped with a key of the metrics 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -80,6 +81,16 @@ def test_real_requests_move_the_metrics_by_exactly_what_they_did(
 
     # Triton's own statistics: one detector and one recognizer request per HTTP request (both
     # photos of /extract went through the detector in one call), inputs counted per image/face
+    # Triton records a request's statistics as it releases the request, which can come just
+    # after its answer reached the API: read them again until both models show this test's
+    # requests (a few seconds at most), then compare exactly.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        added("face_triton_inference_requests_total", model=model, outcome="success") < 2
+        for model in (DETECTOR_MODEL, RECOGNIZER_MODEL)
+    ):
+        time.sleep(0.2)
+        after = scrape(api)
     assert after.value("face_triton_up") == 1
     for model in (DETECTOR_MODEL, RECOGNIZER_MODEL):
         assert after.value("face_triton_model_ready", model=model) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -91,17 +92,21 @@ def upright(api: httpx.Client, yao: Image.Image) -> dict:
 
 
 @pytest.fixture(scope="module")
-def enrolled(api: httpx.Client, yao: Image.Image, hanks: Image.Image) -> str:
-    """Yao Ming enrolled from his upright photo, beside Tom Hanks; his identity id."""
+def enrolled(api: httpx.Client, yao: Image.Image, hanks: Image.Image) -> Iterator[str]:
+    """Yao Ming enrolled from his upright photo, beside Tom Hanks; his identity id. Both are
+    deleted afterwards: the session's gallery is shared, and other tests identify these photos."""
     suffix = uuid.uuid4().hex[:8]
-    for identity_id, image in ((f"yao-{suffix}", yao), (f"hanks-{suffix}", hanks)):
+    identity_ids = [f"yao-{suffix}", f"hanks-{suffix}"]
+    for identity_id, image in zip(identity_ids, (yao, hanks), strict=True):
         response = api.post(
             "/identities",
             files=[("images", ("upright.jpg", jpeg(image), "image/jpeg"))],
             data={"identity_id": identity_id},
         )
         assert response.status_code == 201, response.text
-    return f"yao-{suffix}"
+    yield identity_ids[0]
+    for identity_id in identity_ids:
+        assert api.delete(f"/identities/{identity_id}").status_code == 204
 
 
 @pytest.mark.parametrize("degrees", TURNS)
@@ -244,6 +249,7 @@ def test_enrollment_from_turned_photos_matches_the_upright_photo(
         data={"name": "x"},
     )
     assert wrong.status_code == 422
+    assert api.delete(f"/identities/{identity_id}").status_code == 204
 
 
 def test_extract_and_draw_turn_by_default(api: httpx.Client, yao: Image.Image) -> None:
