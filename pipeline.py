@@ -26,7 +26,13 @@ from face_service.analysis import (
     raise_first_error,
     settings_context,
 )
-from face_service.errors import FaceServiceError, InvalidImageError, NoFaceError, TooManyFacesError
+from face_service.errors import (
+    FaceServiceError,
+    InvalidImageError,
+    LowQualityFaceError,
+    NoFaceError,
+    TooManyFacesError,
+)
 from face_service.faces import (
     DetectionOptions,
     Face,
@@ -139,6 +145,8 @@ class FacePipeline:
             aligned=options.embed_only,
         )
         timings.embed = _ms_since(mark)
+        if options.min_quality and options.return_embedding:
+            drop_poor_faces(images, options.min_quality)
         to_file_pixels(images)
         count_faces(sum(len(image.faces) for image in images if image.usable))
         timings.total = _ms_since(started)
@@ -147,14 +155,19 @@ class FacePipeline:
         return images, timings
 
     async def prominent_faces(
-        self, images: Sequence[tuple[bytes, str]], *, auto_rotate: bool | None = None
+        self,
+        images: Sequence[tuple[bytes, str]],
+        *,
+        auto_rotate: bool | None = None,
+        min_quality: float | None = None,
     ) -> list[tuple[Face, int]]:
         """For each (bytes, field name): the most prominent face, embedded, and how many faces the
         image has; the first image that fails fails the call. The chosen faces of all images
-        share one recognizer call. ``auto_rotate``: None takes the setting."""
+        share one recognizer call. ``auto_rotate``, ``min_quality``: None takes the setting."""
+        quality = {} if min_quality is None else {"min_quality": min_quality}
         analyzed, _ = await self.analyze(
             [data for data, _ in images],
-            self.rotation_options(auto_rotate),
+            self.rotation_options(auto_rotate, **quality),
             names=[name for _, name in images],
             choose=_prominent,
         )
@@ -347,6 +360,27 @@ def _selection(options: AnalysisOptions) -> Chooser:
     return lambda image: select_faces(
         image.faces, min_face_size=options.min_face_size * image.scale, limit=options.limit_faces
     )
+
+
+def drop_poor_faces(images: Sequence[AnalyzedImage], min_quality: float) -> None:
+    """Drops the faces whose embedding_norm is below ``min_quality`` (and their crops); an image
+    left with none has, as its error, its best face's norm against ``min_quality``."""
+    for image in images:
+        if not image.usable or not image.faces:
+            continue
+        keep = [
+            index
+            for index, face in enumerate(image.faces)
+            if face.embedding_norm is None or face.embedding_norm >= min_quality
+        ]
+        if not keep:
+            best = max(face.embedding_norm or 0.0 for face in image.faces)
+            image.faces, image.crops = [], []
+            image.error = LowQualityFaceError(image.name, best, min_quality)
+            continue
+        if image.crops:
+            image.crops = [image.crops[index] for index in keep]
+        image.faces = [image.faces[index] for index in keep]
 
 
 def to_file_pixels(images: Sequence[AnalyzedImage]) -> None:

@@ -13,11 +13,13 @@ import pytest
 from face_service.errors import (
     ImageTooLargeError,
     InvalidImageError,
+    LowQualityFaceError,
     NoFaceError,
     TooManyFacesError,
 )
 from face_service.imaging import ARCFACE_TEMPLATE, unrotate_box, unrotate_points
 from face_service.settings import Settings
+from pipeline import drop_poor_faces
 from tests.fakes import fake_pipeline, png
 
 # ---------------------------------------------------------------- the coordinator, without Triton
@@ -145,3 +147,34 @@ def test_more_faces_than_a_request_may_embed_is_a_422_before_any_is_embedded() -
     assert pipeline.recognizer.batches == []  # type: ignore[attr-defined]
     images, _ = asyncio.run(pipeline.analyze([png(2), png(3)], pipeline.options(limit_faces=2)))
     assert [len(image.faces) for image in images] == [2, 2]
+
+
+def test_min_quality_rejects_faces_whose_embedding_norm_is_below_it() -> None:
+    pipeline = fake_pipeline()  # every stub norm is 20
+    [(face, _)] = asyncio.run(pipeline.prominent_faces([(png(2), "image")], min_quality=19.5))
+    assert face.embedding_norm == 20.0
+    with pytest.raises(
+        LowQualityFaceError, match=r"'image'.*embedding_norm 20.00 .*min_quality 25"
+    ):
+        asyncio.run(pipeline.prominent_faces([(png(2), "image")], min_quality=25))
+    strict = fake_pipeline(Settings(min_quality=25))
+    images, _ = asyncio.run(strict.analyze([png(2)]))
+    assert isinstance(images[0].error, LowQualityFaceError)
+
+
+def test_drop_poor_faces_keeps_the_good_faces_and_their_crops() -> None:
+    pipeline = fake_pipeline()
+    images, _ = asyncio.run(pipeline.analyze([png(3)], pipeline.options(return_face_crops=True)))
+    [image] = images
+    for face, norm in zip(image.faces, (22.0, 9.0, 31.0), strict=True):
+        face.embedding_norm = norm
+    crops = list(image.crops)
+    drop_poor_faces(images, 20.0)
+    assert [face.embedding_norm for face in image.faces] == [22.0, 31.0]
+    assert [id(crop) for crop in image.crops] == [id(crops[0]), id(crops[2])]
+    drop_poor_faces(images, 40.0)
+    assert (image.faces, str(image.error)) == (
+        [],
+        "the face in 'images[0]' is too poor to compare: embedding_norm 31.00 is below "
+        "min_quality 40",
+    )
