@@ -26,10 +26,19 @@ from face_service.analysis import (
     raise_first_error,
     settings_context,
 )
-from face_service.errors import FaceServiceError, InvalidImageError, NoFaceError, TooManyFacesError
+from face_service.errors import (
+    FaceServiceError,
+    InvalidImageError,
+    LowQualityFaceError,
+    NoFaceError,
+    TooManyFacesError,
+)
 from face_service.faces import (
+    AS_SENT_NORM_MARGIN,
+    ORIENTATION_NORM_TRIGGER,
     DetectionOptions,
     Face,
+    lead_face,
     likely_turned,
     most_prominent,
     orientation_score,
@@ -139,6 +148,11 @@ class FacePipeline:
             aligned=options.embed_only,
         )
         timings.embed = _ms_since(mark)
+        if options.min_quality and options.return_embedding:
+            drop_poor_faces(images, options.min_quality)
+        if not options.return_embedding:  # the orientation check embeds lead faces regardless
+            for face in (face for image in images for face in image.faces):
+                face.embedding, face.embedding_norm = None, None
         to_file_pixels(images)
         count_faces(sum(len(image.faces) for image in images if image.usable))
         timings.total = _ms_since(started)
@@ -147,14 +161,19 @@ class FacePipeline:
         return images, timings
 
     async def prominent_faces(
-        self, images: Sequence[tuple[bytes, str]], *, auto_rotate: bool | None = None
+        self,
+        images: Sequence[tuple[bytes, str]],
+        *,
+        auto_rotate: bool | None = None,
+        min_quality: float | None = None,
     ) -> list[tuple[Face, int]]:
         """For each (bytes, field name): the most prominent face, embedded, and how many faces the
         image has; the first image that fails fails the call. The chosen faces of all images
-        share one recognizer call. ``auto_rotate``: None takes the setting."""
+        share one recognizer call. ``auto_rotate``, ``min_quality``: None takes the setting."""
+        quality = {} if min_quality is None else {"min_quality": min_quality}
         analyzed, _ = await self.analyze(
             [data for data, _ in images],
-            self.rotation_options(auto_rotate),
+            self.rotation_options(auto_rotate, **quality),
             names=[name for _, name in images],
             choose=_prominent,
         )
@@ -219,7 +238,10 @@ class FacePipeline:
         for image, faces in zip(usable, found, strict=True):
             image.faces = faces
         if auto_rotate:
-            turned = [image for image in usable if likely_turned(image.faces)]
+            await self._embed_leads(
+                [(image.image, lead) for image in usable if (lead := lead_face(image.faces))]
+            )
+            turned = [image for image in usable if _looks_turned(image.faces)]
             if turned:
                 await self._search_orientations(turned, options)
 
@@ -250,33 +272,55 @@ class FacePipeline:
             found[i] = faces
         return found
 
+    async def _embed_leads(self, leads: Sequence[tuple[np.ndarray, Face]]) -> None:
+        """Embeds each (image, lead face) in one recognizer call: the lead's norm says whether
+        the image is upright. embed() does not embed these faces again."""
+        if not leads:
+            return
+        crops = await asyncio.to_thread(
+            lambda: [align_face(image, face.landmarks) for image, face in leads]
+        )
+        vectors, norms = await self.recognizer.predict(crops)
+        for (_, face), vector, norm in zip(leads, vectors, norms, strict=True):
+            face.embedding, face.embedding_norm = vector, float(norm)
+
     async def _search_orientations(
         self, images: Sequence[AnalyzedImage], options: DetectionOptions
     ) -> None:
         """Detects on every image turned by 90, 180 and 270 degrees too, and keeps, per image,
-        the orientation whose faces have the highest summed detection score: SCRFD still finds
-        some faces in a sideways photo, but fewer and less surely than upright. Each kept face
-        says the turn that found it."""
-        best = [orientation_score(image.faces) for image in images]
+        the orientation whose lead face (faces.lead_face) embeds with the largest norm, the
+        orientation as sent by AS_SENT_NORM_MARGIN ahead: ArcFace embeds a face the wrong way
+        up, or seen in a turned photo, with a smaller norm. Where no orientation has a lead face,
+        the one whose faces have the highest summed score. Each kept face says its turn."""
         shrunk = await asyncio.to_thread(
             lambda: [shrink_to_side(image.image, options.input_size) for image in images]
         )
+        turns: dict[int, list[list[Face]]] = {}
+        leads: list[tuple[np.ndarray, Face]] = []
         for degrees in ROTATIONS:
             rotated = await asyncio.to_thread(
                 lambda d=degrees: [rotate_clockwise(small, d) for small, _ in shrunk]
             )
-            found = await self._detect(rotated, options)
-            for index, (image, faces) in enumerate(zip(images, found, strict=True)):
-                if orientation_score(faces) <= best[index]:
-                    continue
-                small, scale = shrunk[index]
-                height, width = small.shape[:2]
-                for face in faces:
-                    face.rotation = degrees
-                    face.bbox = unrotate_box(face.bbox, degrees, width, height) / scale
-                    face.landmarks = unrotate_points(face.landmarks, degrees, width, height) / scale
-                image.faces, image.rotation = faces, degrees
-                best[index] = orientation_score(faces)
+            turns[degrees] = await self._detect(rotated, options)
+            for canvas, faces in zip(rotated, turns[degrees], strict=True):
+                if lead := lead_face(faces):
+                    leads.append((canvas, lead))
+        await self._embed_leads(leads)
+        for index, image in enumerate(images):
+            degrees = _most_upright(
+                {0: image.faces, **{d: found[index] for d, found in turns.items()}}
+            )
+            if degrees == 0:
+                continue
+            small, scale = shrunk[index]
+            height, width = small.shape[:2]
+            faces = turns[degrees][index]
+            for face in faces:
+                face.rotation = degrees
+                face.bbox = unrotate_box(face.bbox, degrees, width, height) / scale
+                face.landmarks = unrotate_points(face.landmarks, degrees, width, height) / scale
+                face.embedding, face.embedding_norm = None, None  # embedded shrunk: again
+            image.faces, image.rotation = faces, degrees
 
     @staticmethod
     def choose(images: Sequence[AnalyzedImage], chooser: Chooser) -> None:
@@ -333,10 +377,14 @@ class FacePipeline:
                 lambda: [align_face(image.image, face.landmarks) for image, face in pairs]
             )
         if embeddings:
-            vectors, norms = await self.recognizer.predict(crops)
-            for (_, face), vector, norm in zip(pairs, vectors, norms, strict=True):
-                face.embedding = vector
-                face.embedding_norm = float(norm)
+            # Lead faces embedded by the orientation check (_embed_leads) keep their embedding.
+            todo = [(face, crop) for (_, face), crop in zip(pairs, crops, strict=True)]
+            todo = [(face, crop) for face, crop in todo if face.embedding is None]
+            if todo:
+                vectors, norms = await self.recognizer.predict([crop for _, crop in todo])
+                for (face, _), vector, norm in zip(todo, vectors, norms, strict=True):
+                    face.embedding = vector
+                    face.embedding_norm = float(norm)
         if keep_crops:
             for (image, _), crop in zip(pairs, crops, strict=True):
                 image.crops.append(crop)
@@ -349,6 +397,27 @@ def _selection(options: AnalysisOptions) -> Chooser:
     )
 
 
+def drop_poor_faces(images: Sequence[AnalyzedImage], min_quality: float) -> None:
+    """Drops the faces whose embedding_norm is below ``min_quality`` (and their crops); an image
+    left with none has, as its error, its best face's norm against ``min_quality``."""
+    for image in images:
+        if not image.usable or not image.faces:
+            continue
+        keep = [
+            index
+            for index, face in enumerate(image.faces)
+            if face.embedding_norm is None or face.embedding_norm >= min_quality
+        ]
+        if not keep:
+            best = max(face.embedding_norm or 0.0 for face in image.faces)
+            image.faces, image.crops = [], []
+            image.error = LowQualityFaceError(image.name, best, min_quality)
+            continue
+        if image.crops:
+            image.crops = [image.crops[index] for index in keep]
+        image.faces = [image.faces[index] for index in keep]
+
+
 def to_file_pixels(images: Sequence[AnalyzedImage]) -> None:
     """Faces and sizes of images decoded at reduced scale, in the pixels of the file as sent."""
     for image in images:
@@ -358,6 +427,29 @@ def to_file_pixels(images: Sequence[AnalyzedImage]) -> None:
             face.bbox = face.bbox / image.scale
             face.landmarks = face.landmarks / image.scale
         image.width, image.height = image.file_size
+
+
+def _looks_turned(faces: Sequence[Face]) -> bool:
+    """Worth searching the other orientations: faces.likely_turned, or the lead face embeds
+    with a norm below ORIENTATION_NORM_TRIGGER (an upside-down face SCRFD scored well)."""
+    lead = lead_face(faces)
+    if likely_turned(faces) or lead is None or lead.embedding_norm is None:
+        return True
+    return lead.embedding_norm < ORIENTATION_NORM_TRIGGER
+
+
+def _most_upright(found: dict[int, list[Face]]) -> int:
+    """The turn, of those in ``found`` (0: as sent), whose lead face has the largest embedding
+    norm, 0 ahead by AS_SENT_NORM_MARGIN; with no lead face anywhere, the highest summed score."""
+    norms = {}
+    for degrees, faces in found.items():
+        lead = lead_face(faces)
+        if lead is not None and lead.embedding_norm is not None:
+            norms[degrees] = lead.embedding_norm + (AS_SENT_NORM_MARGIN if degrees == 0 else 0.0)
+    if norms:
+        return max(norms, key=lambda degrees: norms[degrees])
+    scores = {degrees: orientation_score(faces) for degrees, faces in found.items()}
+    return max(scores, key=lambda degrees: (scores[degrees], degrees == 0))
 
 
 def _prominent(image: AnalyzedImage) -> list[Face]:

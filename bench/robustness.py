@@ -6,6 +6,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/robustness.py                    # starts the service itself
     .venv/bin/python bench/robustness.py --pairs 200 --auto-rotate false   # the service's old way
     .venv/bin/python bench/robustness.py --url http://localhost:3000 --output robustness.txt
+    .venv/bin/python bench/robustness.py --damage "turned 180" --damage "blur sigma 2.5"  # some
 
 Pairs come from ``../shared/faces/pairs.csv`` (the visible LFW fold and deepface's pairs), taken
 evenly spaced over the file (``--pairs``). The first photo of each pair is sent as it is; the
@@ -208,6 +209,7 @@ def evaluate(
     faces_dir: Path,
     pairs: Sequence[Pair],
     thresholds: tuple[float | None, float | None],
+    damages: Sequence[str] = (),
 ) -> tuple[dict[str, tuple[SideResult, SideResult]], float, float]:
     firsts_photo = {p.img_a: (faces_dir / p.img_a).read_bytes() for p in pairs}
     service_firsts = {name: service.embed(photo) for name, photo in firsts_photo.items()}
@@ -222,6 +224,8 @@ def evaluate(
     peer_threshold = service_threshold if thresholds[1] is None else thresholds[1]
     results = {}
     for name, (damage, turn) in DAMAGES.items():
+        if damages and name != "as taken" and name not in damages:
+            continue
         started = time.monotonic()
         photos = [damage(image) for image in uprights]
         service_seconds = [service.embed(photo) for photo in photos]
@@ -311,6 +315,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer-threads", type=int, default=DEFAULT_THREADS)
     parser.add_argument("--latency", type=int, default=0, help="upright /embedding rounds")
     parser.add_argument("--output", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--damage",
+        action="append",
+        choices=list(DAMAGES),
+        help="only this damage (repeatable; default: all); 'as taken' is always measured",
+    )
     args = parser.parse_args(argv)
     if not args.faces_dir.is_absolute():
         args.faces_dir = (REPOSITORY_ROOT / args.faces_dir).resolve()
@@ -329,7 +339,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         service = ServiceSide(url, args.auto_rotate)
         peer = PeerSide(args.peer_threads, pack_dir)
         results, threshold, peer_threshold = evaluate(
-            service, peer, args.faces_dir, pairs, (args.threshold, args.peer_threshold)
+            service,
+            peer,
+            args.faces_dir,
+            pairs,
+            (args.threshold, args.peer_threshold),
+            args.damage or (),
         )
         text = report(results, (threshold, peer_threshold), pairs)
         if args.latency:

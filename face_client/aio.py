@@ -105,15 +105,24 @@ class AsyncClient:
 
     # -- faces
 
-    async def embedding(self, image: ImageSource) -> models.Embedding:
-        """The most prominent face's embedding (POST /embedding)."""
-        return await self.send(calls.embedding(image))
+    async def embedding(
+        self, image: ImageSource, *, auto_rotate: bool | None = None
+    ) -> models.Embedding:
+        """The most prominent face's embedding (POST /embedding). ``auto_rotate``: search the
+        other orientations when the photo looks turned; None leaves it to the service's
+        FACE_AUTO_ROTATE (the same on every photo method)."""
+        return await self.send(calls.embedding(image, auto_rotate))
 
     async def face_similarity(
-        self, image_a: ImageSource, image_b: ImageSource, *, threshold: float | None = None
+        self,
+        image_a: ImageSource,
+        image_b: ImageSource,
+        *,
+        threshold: float | None = None,
+        auto_rotate: bool | None = None,
     ) -> models.Similarity:
         """1:1 of two images' most prominent faces (POST /face-similarity)."""
-        return await self.send(calls.face_similarity(image_a, image_b, threshold))
+        return await self.send(calls.face_similarity(image_a, image_b, threshold, auto_rotate))
 
     compare = face_similarity
 
@@ -154,15 +163,20 @@ class AsyncClient:
         identity_id: str | None = None,
         name: str | None = None,
         metadata: dict[str, Any] | None = None,
+        auto_rotate: bool | None = None,
     ) -> models.Enrollment:
         """A new person, one template per usable image (POST /identities). Each template's
         ``source`` is the image's file name."""
-        return await self.send(calls.enroll(images, identity_id, name, metadata))
+        return await self.send(calls.enroll(images, identity_id, name, metadata, auto_rotate))
 
     async def add_images(
-        self, identity_id: str, images: Sequence[ImageSource]
+        self,
+        identity_id: str,
+        images: Sequence[ImageSource],
+        *,
+        auto_rotate: bool | None = None,
     ) -> models.Enrollment:
-        return await self.send(calls.add_images(identity_id, images))
+        return await self.send(calls.add_images(identity_id, images, auto_rotate))
 
     async def list_identities(
         self, *, offset: int = 0, limit: int = 100, name: str | None = None
@@ -217,9 +231,14 @@ class AsyncClient:
     # -- identify and verify
 
     async def identify(
-        self, image: ImageSource, *, top_k: int = 5, threshold: float | None = None
+        self,
+        image: ImageSource,
+        *,
+        top_k: int = 5,
+        threshold: float | None = None,
+        auto_rotate: bool | None = None,
     ) -> models.Identification:
-        return await self.send(calls.identify(image, top_k, threshold))
+        return await self.send(calls.identify(image, top_k, threshold, auto_rotate))
 
     async def identify_embedding(
         self, embedding: Sequence[float], *, top_k: int = 5, threshold: float | None = None
@@ -227,9 +246,14 @@ class AsyncClient:
         return await self.send(calls.identify_embedding(embedding, top_k, threshold))
 
     async def verify(
-        self, image: ImageSource, identity_id: str, *, threshold: float | None = None
+        self,
+        image: ImageSource,
+        identity_id: str,
+        *,
+        threshold: float | None = None,
+        auto_rotate: bool | None = None,
     ) -> models.Verification:
-        return await self.send(calls.verify(image, identity_id, threshold))
+        return await self.send(calls.verify(image, identity_id, threshold, auto_rotate))
 
     async def verify_embedding(
         self, embedding: Sequence[float], identity_id: str, *, threshold: float | None = None

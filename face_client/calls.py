@@ -122,19 +122,28 @@ def segment(value: str) -> str:
 # -- faces
 
 
-def embedding(image: ImageSource) -> Call[models.Embedding]:
-    return Call("POST", "/embedding", model(models.Embedding), files=[upload("image", image)])
+def embedding(image: ImageSource, auto_rotate: bool | None = None) -> Call[models.Embedding]:
+    return Call(
+        "POST",
+        "/embedding",
+        model(models.Embedding),
+        files=[upload("image", image)],
+        data=form({"auto_rotate": auto_rotate}),
+    )
 
 
 def face_similarity(
-    image_a: ImageSource, image_b: ImageSource, threshold: float | None
+    image_a: ImageSource,
+    image_b: ImageSource,
+    threshold: float | None,
+    auto_rotate: bool | None = None,
 ) -> Call[models.Similarity]:
     return Call(
         "POST",
         "/face-similarity",
         model(models.Similarity),
         files=[upload("image_a", image_a), upload("image_b", image_b)],
-        data=form({"threshold": threshold}),
+        data=form({"threshold": threshold, "auto_rotate": auto_rotate}),
     )
 
 
@@ -183,22 +192,33 @@ def enroll(
     identity_id: str | None,
     name: str | None,
     metadata: dict[str, Any] | None,
+    auto_rotate: bool | None = None,
 ) -> Call[models.Enrollment]:
     return Call(
         "POST",
         "/identities",
         model(models.Enrollment),
         files=[upload("images", i) for i in images],
-        data=form({"identity_id": identity_id, "name": name, "metadata": metadata}),
+        data=form(
+            {
+                "identity_id": identity_id,
+                "name": name,
+                "metadata": metadata,
+                "auto_rotate": auto_rotate,
+            }
+        ),
     )
 
 
-def add_images(identity_id: str, images: Sequence[ImageSource]) -> Call[models.Enrollment]:
+def add_images(
+    identity_id: str, images: Sequence[ImageSource], auto_rotate: bool | None = None
+) -> Call[models.Enrollment]:
     return Call(
         "POST",
         f"/identities/{segment(identity_id)}/images",
         model(models.Enrollment),
         files=[upload("images", i) for i in images],
+        data=form({"auto_rotate": auto_rotate}),
     )
 
 
@@ -259,14 +279,14 @@ def merge(identity_id: str, source_id: str) -> Call[models.Identity]:
 
 
 def identify(
-    image: ImageSource, top_k: int, threshold: float | None
+    image: ImageSource, top_k: int, threshold: float | None, auto_rotate: bool | None = None
 ) -> Call[models.Identification]:
     return Call(
         "POST",
         "/identify",
         model(models.Identification),
         files=[upload("image", image)],
-        data=form({"top_k": top_k, "threshold": threshold}),
+        data=form({"top_k": top_k, "threshold": threshold, "auto_rotate": auto_rotate}),
     )
 
 
@@ -278,14 +298,14 @@ def identify_embedding(
 
 
 def verify(
-    image: ImageSource, identity_id: str, threshold: float | None
+    image: ImageSource, identity_id: str, threshold: float | None, auto_rotate: bool | None = None
 ) -> Call[models.Verification]:
     return Call(
         "POST",
         "/verify",
         model(models.Verification),
         files=[upload("image", image)],
-        data=form({"identity_id": identity_id, "threshold": threshold}),
+        data=form({"identity_id": identity_id, "threshold": threshold, "auto_rotate": auto_rotate}),
     )
 
 

@@ -35,6 +35,7 @@ SETTING_OF_OPTION = {
     "det_threshold": "det_threshold",
     "nms_threshold": "nms_threshold",
     "auto_rotate": "auto_rotate",
+    "min_quality": "min_quality",
 }
 # The one description of the auto_rotate option, on every route that takes a photo.
 AUTO_ROTATE_DESCRIPTION = (
@@ -42,6 +43,12 @@ AUTO_ROTATE_DESCRIPTION = (
     "detect on it turned 90, 180 and 270 degrees and keep the orientation whose faces score "
     "best; boxes stay in the photo's own pixels and `rotation` says the turn; default "
     "FACE_AUTO_ROTATE (on)"
+)
+# The one description of the min_quality option, on every route that takes a photo.
+MIN_QUALITY_DESCRIPTION = (
+    "reject faces whose embedding_norm (the embedding's length before normalisation: low for "
+    "blurred, tiny or damaged faces) is below this, with a 422 naming both values, rather than "
+    "compare them; 0 keeps every face; default FACE_MIN_QUALITY (0)"
 )
 
 
@@ -89,6 +96,7 @@ class AnalysisOptions(BaseModel):
         False, description="inputs are aligned 112x112 face crops: no detection"
     )
     auto_rotate: bool = like_setting("auto_rotate", AUTO_ROTATE_DESCRIPTION)
+    min_quality: float = like_setting("min_quality", MIN_QUALITY_DESCRIPTION)
 
     @model_validator(mode="before")
     @classmethod

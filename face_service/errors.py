@@ -38,6 +38,18 @@ class NoFaceError(FaceServiceError):
         self.field = field
 
 
+class LowQualityFaceError(FaceServiceError):
+    """A face whose embedding_norm is below the request's min_quality."""
+
+    status_code = 422
+
+    def __init__(self, field: str, norm: float, min_quality: float) -> None:
+        super().__init__(
+            f"the face in {field!r} is too poor to compare: embedding_norm {norm:.2f} is below "
+            f"min_quality {min_quality:g}"
+        )
+
+
 class ConfirmationRequiredError(FaceServiceError):
     """A destructive request without its explicit confirmation."""
 

@@ -26,6 +26,15 @@ UPRIGHT_MIN_SCORE = 0.7
 # the same photos); turned 90 or 270 degrees, the median was 67-71 degrees, and 225 of 256 faces
 # were past 45.
 UPRIGHT_MAX_TILT_DEGREES = 45.0
+# A photo whose lead face (lead_face) embeds with a norm below this is searched in the other
+# orientations even when its landmarks look upright: SCRFD draws an upside-down face's landmarks
+# as if upright, and scored 13 of 200 such LFW faces 0.70-0.76, but ArcFace embedded them with
+# norms of 12.2-16.8 (24 on average turned the right way up), while 149 upright LFW photos'
+# faces had norms of 18.8 or more (1st percentile 19.0): 2-4 of them pay for the search.
+ORIENTATION_NORM_TRIGGER = 19.0
+# The orientation whose lead face has the largest embedding norm is kept; the photo as sent must
+# be beaten by this much, so that a damaged upright photo (low norms all round) is not turned.
+AS_SENT_NORM_MARGIN = 1.0
 
 
 @dataclass
@@ -113,6 +122,13 @@ def likely_turned(faces: Sequence[Face]) -> bool:
     if not faces:
         return True
     return not looks_upright(max(faces, key=lambda face: face.det_score))
+
+
+def lead_face(faces: Sequence[Face]) -> Face | None:
+    """The face whose embedding norm says how upright a photo is: the best-scored face with its
+    eyes above its mouth (tilt within UPRIGHT_MAX_TILT_DEGREES); None when no face is."""
+    level = [face for face in faces if tilt_degrees(face) <= UPRIGHT_MAX_TILT_DEGREES]
+    return max(level, key=lambda face: face.det_score) if level else None
 
 
 def whole_crop_face() -> Face:

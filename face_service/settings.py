@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     # down: faces.likely_turned) are also detected turned 90, 180 and 270 degrees, and the most
     # upright orientation is kept; each route's auto_rotate option overrides this.
     auto_rotate: bool = True
+    # Faces whose embedding_norm (the ArcFace embedding's length before normalisation, which
+    # falls with blur, tininess and damage) is below this are rejected: 0 keeps every face. Each
+    # route's min_quality option overrides this (README "Robustness" for the measured norms).
+    min_quality: float = Field(0.0, ge=0)
 
     # Input limits
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)

@@ -84,6 +84,16 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, top: bool) -> N
     )
 
 
+def add_auto_rotate_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--auto-rotate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="search the other orientations of photos that look turned (default: the service's"
+        " FACE_AUTO_ROTATE)",
+    )
+
+
 def make_client(args: argparse.Namespace) -> AsyncClient:
     retries = getattr(args, "retries", None)
     policy = RetryPolicy() if retries is None else RetryPolicy(attempts=max(1, retries))

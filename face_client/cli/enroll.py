@@ -20,6 +20,7 @@ from face_client.aio import AsyncClient
 from face_client.cli.common import (
     Exit,
     UsageError,
+    add_auto_rotate_argument,
     bounded,
     describe,
     is_fatal,
@@ -169,6 +170,7 @@ class Enroller:
     def __init__(self, client: AsyncClient, args: argparse.Namespace, outcome: Outcome) -> None:
         self.client = client
         self.dry_run: bool = args.dry_run
+        self.auto_rotate: bool | None = getattr(args, "auto_rotate", None)
         self.batch = max(1, min(args.batch_size, MAX_BATCH))
         self.outcome = outcome
         self.requests = asyncio.Semaphore(max(1, args.concurrency))
@@ -239,7 +241,12 @@ class Enroller:
         images = [(photo.name, await photo.read()) for photo in batch]
         try:
             if created:
-                result = await self.call(self.client.add_images, person.identity_id, images)
+                result = await self.call(
+                    self.client.add_images,
+                    person.identity_id,
+                    images,
+                    auto_rotate=self.auto_rotate,
+                )
             else:
                 result = await self.call(
                     self.client.enroll,
@@ -247,6 +254,7 @@ class Enroller:
                     identity_id=person.identity_id,
                     name=person.name,
                     metadata=person.metadata,
+                    auto_rotate=self.auto_rotate,
                 )
         except Conflict:  # created meanwhile by someone else: add to it
             return await self.upload(person, batch, True)
@@ -324,6 +332,7 @@ async def run(args: argparse.Namespace) -> Exit:
 
 
 def add_enroll_arguments(parser: argparse.ArgumentParser) -> None:
+    add_auto_rotate_argument(parser)
     parser.add_argument(
         "--concurrency", type=int, default=4, help="requests in flight at once (default 4)"
     )

@@ -13,6 +13,7 @@ from typing import IO, Any
 from face_client.cli.common import (
     Exit,
     UsageError,
+    add_auto_rotate_argument,
     bounded,
     describe,
     is_fatal,
@@ -71,7 +72,10 @@ async def identify(args: argparse.Namespace) -> Exit:
         data = await asyncio.to_thread(file.read_bytes)
         try:
             result = await client.identify(
-                (file.name, data), top_k=args.top_k, threshold=args.threshold
+                (file.name, data),
+                top_k=args.top_k,
+                threshold=args.threshold,
+                auto_rotate=args.auto_rotate,
             )
         except FaceAPIError as error:
             if is_fatal(error):
@@ -99,7 +103,9 @@ async def compare(args: argparse.Namespace) -> Exit:
     first, second = existing_files([args.a, args.b])
     async with make_client(args) as client:
         try:
-            result = await client.face_similarity(first, second, threshold=args.threshold)
+            result = await client.face_similarity(
+                first, second, threshold=args.threshold, auto_rotate=args.auto_rotate
+            )
         except FaceAPIError as error:
             if is_fatal(error) or error.status not in (400, 413, 415, 422):
                 raise
@@ -136,6 +142,8 @@ async def extract(args: argparse.Namespace) -> Exit:
         options["limit_faces"] = args.limit_faces
     if args.min_face_size is not None:
         options["min_face_size"] = args.min_face_size
+    if args.auto_rotate is not None:
+        options["auto_rotate"] = args.auto_rotate
     failed = 0
     out = open_output(args.jsonl)
     bar = progress(args, len(files), "img")
@@ -178,6 +186,7 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     command.add_argument("--threshold", type=float, help="default: the service's")
     command.add_argument("--json", action="store_true", help="one JSON line per photo")
     command.add_argument("--concurrency", type=int, default=4, help="requests at once")
+    add_auto_rotate_argument(command)
     command.set_defaults(run=identify)
 
     command = commands.add_parser(
@@ -187,6 +196,7 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     command.add_argument("b", metavar="B")
     command.add_argument("--threshold", type=float, help="default: the service's")
     command.add_argument("--json", action="store_true", help="the answer as JSON")
+    add_auto_rotate_argument(command)
     command.set_defaults(run=compare)
 
     command = commands.add_parser(
@@ -200,4 +210,5 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     command.add_argument("--min-face-size", type=int, help="pixels, shorter side of the box")
     command.add_argument("--store", action="store_true", help="save detection records")
     command.add_argument("--concurrency", type=int, default=4, help="requests at once")
+    add_auto_rotate_argument(command)
     command.set_defaults(run=extract)

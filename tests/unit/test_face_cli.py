@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from face_client import errors
-from face_client.cli import main
+from face_client.cli import main, parser
 from face_client.cli.common import Exit, UsageError, exit_code
 from face_client.cli.enroll import Outcome, batch_reasons, scan, short_reason
 from face_client.cli.gallery import read_export
@@ -126,3 +126,19 @@ def test_an_export_is_read_back_into_photos_crops_or_names(tmp_path: Path) -> No
     export.write_text('{"name": "no id"}\n')
     with pytest.raises(UsageError, match="not an exported identity"):
         read_export(export, None, Outcome())
+
+
+@pytest.mark.parametrize(
+    "command", [["identify", "p.jpg"], ["compare", "a", "b"], ["extract", "p", "--jsonl", "-"]]
+)
+def test_photo_commands_take_auto_rotate_or_leave_it_to_the_service(command: list[str]) -> None:
+    values = [parser().parse_args([*command, *flag]).auto_rotate for flag in FLAGS]
+    assert values == [True, False, None]
+
+
+FLAGS = (["--auto-rotate"], ["--no-auto-rotate"], [])
+
+
+def test_enroll_takes_auto_rotate() -> None:
+    assert parser().parse_args(["enroll", "dir", "--no-auto-rotate"]).auto_rotate is False
+    assert parser().parse_args(["enroll", "dir"]).auto_rotate is None

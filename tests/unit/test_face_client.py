@@ -331,3 +331,29 @@ def test_the_client_stands_alone_without_the_service_code() -> None:
     assert len(client_modules) >= 12
     for name in client_modules:
         assert all(imported.split(".")[0] == "face_client" for imported in graph[name]), name
+
+
+def test_every_photo_method_sends_auto_rotate_only_when_given() -> None:
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.read())
+        return httpx.Response(422, json={"detail": "no face"})
+
+    photo = ("a.png", b"not read here")
+    calls: list[Callable[[Client, bool | None], object]] = [
+        lambda face, turn: face.embedding(photo, auto_rotate=turn),
+        lambda face, turn: face.face_similarity(photo, photo, auto_rotate=turn),
+        lambda face, turn: face.identify(photo, auto_rotate=turn),
+        lambda face, turn: face.verify(photo, "ada", auto_rotate=turn),
+        lambda face, turn: face.enroll([photo], auto_rotate=turn),
+        lambda face, turn: face.add_images("ada", [photo], auto_rotate=turn),
+    ]
+    with client(handler, retry=NO_RETRY) as face:
+        for call in calls:
+            for turn in (False, True, None):
+                with pytest.raises(Unprocessable):
+                    call(face, turn)
+    field = b'name="auto_rotate"\r\n\r\n'
+    sent = [body.split(field)[1].split(b"\r\n")[0] if field in body else None for body in bodies]
+    assert sent == [b"false", b"true", None] * len(calls)

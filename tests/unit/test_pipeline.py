@@ -13,11 +13,14 @@ import pytest
 from face_service.errors import (
     ImageTooLargeError,
     InvalidImageError,
+    LowQualityFaceError,
     NoFaceError,
     TooManyFacesError,
 )
+from face_service.faces import Face
 from face_service.imaging import ARCFACE_TEMPLATE, unrotate_box, unrotate_points
 from face_service.settings import Settings
+from pipeline import _looks_turned, _most_upright, drop_poor_faces
 from tests.fakes import fake_pipeline, png
 
 # ---------------------------------------------------------------- the coordinator, without Triton
@@ -33,9 +36,11 @@ def test_analyze_reports_each_image_and_batches_detection_and_embedding() -> Non
     assert "'images[1]' is not an image" in str(images[1].error)
     assert images[2].error is too_large
     assert (images[0].width, images[0].height, images[0].channels) == (160, 120, 3)
-    # One detector call for the two readable images; one recognizer batch for all five faces.
+    # One detector call for the two readable images.
     assert [count for count, _ in pipeline.detector.calls] == [2]  # type: ignore[attr-defined]
-    assert pipeline.recognizer.batches == [5]  # type: ignore[attr-defined]
+    # One recognizer batch for the two images' lead faces (the orientation check: their norms say
+    # whether the images are upright), one for the other three faces.
+    assert pipeline.recognizer.batches == [2, 3]  # type: ignore[attr-defined]
     assert all(face.embedding is not None for face in images[3].faces)
     assert images[3].faces[0].embedding_norm == 20.0
     assert timings.total >= timings.embed
@@ -143,6 +148,65 @@ def test_more_faces_than_a_request_may_embed_is_a_422_before_any_is_embedded() -
     pipeline = fake_pipeline(Settings(max_faces_per_request=4))
     with pytest.raises(TooManyFacesError, match="5 faces to embed in this request; at most 4"):
         asyncio.run(pipeline.analyze([png(2), png(3)]))
-    assert pipeline.recognizer.batches == []  # type: ignore[attr-defined]
+    # Only the lead faces (at most one an image) were embedded, for the orientation check.
+    assert pipeline.recognizer.batches == [2]  # type: ignore[attr-defined]
     images, _ = asyncio.run(pipeline.analyze([png(2), png(3)], pipeline.options(limit_faces=2)))
     assert [len(image.faces) for image in images] == [2, 2]
+
+
+def test_min_quality_rejects_faces_whose_embedding_norm_is_below_it() -> None:
+    pipeline = fake_pipeline()  # every stub norm is 20
+    [(face, _)] = asyncio.run(pipeline.prominent_faces([(png(2), "image")], min_quality=19.5))
+    assert face.embedding_norm == 20.0
+    with pytest.raises(
+        LowQualityFaceError, match=r"'image'.*embedding_norm 20.00 .*min_quality 25"
+    ):
+        asyncio.run(pipeline.prominent_faces([(png(2), "image")], min_quality=25))
+    strict = fake_pipeline(Settings(min_quality=25))
+    images, _ = asyncio.run(strict.analyze([png(2)]))
+    assert isinstance(images[0].error, LowQualityFaceError)
+
+
+def test_drop_poor_faces_keeps_the_good_faces_and_their_crops() -> None:
+    pipeline = fake_pipeline()
+    images, _ = asyncio.run(pipeline.analyze([png(3)], pipeline.options(return_face_crops=True)))
+    [image] = images
+    for face, norm in zip(image.faces, (22.0, 9.0, 31.0), strict=True):
+        face.embedding_norm = norm
+    crops = list(image.crops)
+    drop_poor_faces(images, 20.0)
+    assert [face.embedding_norm for face in image.faces] == [22.0, 31.0]
+    assert [id(crop) for crop in image.crops] == [id(crops[0]), id(crops[2])]
+    drop_poor_faces(images, 40.0)
+    assert (image.faces, str(image.error)) == (
+        [],
+        "the face in 'images[0]' is too poor to compare: embedding_norm 31.00 is below "
+        "min_quality 40",
+    )
+
+
+def face(norm: float | None, *, score: float = 0.8, sideways: bool = False) -> Face:
+    landmarks = ARCFACE_TEMPLATE[:, ::-1].copy() if sideways else ARCFACE_TEMPLATE.copy()
+    return Face(np.array([0, 0, 112, 112], np.float32), score, landmarks, embedding_norm=norm)
+
+
+def test_an_upright_looking_face_with_a_low_norm_is_searched() -> None:
+    """SCRFD draws an upside-down face's landmarks as if upright and may score it 0.7 or more:
+    only the embedding's norm gives it away."""
+    assert not _looks_turned([face(24.0)])
+    assert _looks_turned([face(15.0)])
+    assert _looks_turned([face(24.0, score=0.5)])
+    assert _looks_turned([face(24.0, sideways=True)])
+
+
+def test_the_orientation_kept_is_the_one_whose_lead_face_has_the_largest_norm() -> None:
+    # Upside down as sent (norm 15), upright turned 180 (24); sideways faces never lead.
+    found = {0: [face(15.0)], 90: [face(30.0, sideways=True)], 180: [face(24.0)], 270: []}
+    assert _most_upright(found) == 180
+    # A damaged upright photo: a turn must beat the photo as sent by AS_SENT_NORM_MARGIN (1).
+    assert _most_upright({0: [face(16.0)], 90: [face(16.8)], 180: [], 270: []}) == 0
+    # No lead face anywhere: the highest summed score, as sent on a tie.
+    sideways = {0: [face(None, score=0.6, sideways=True)], 90: [], 180: [], 270: []}
+    assert _most_upright(sideways) == 0
+    sideways[270] = [face(None, score=0.9, sideways=True)]
+    assert _most_upright(sideways) == 270

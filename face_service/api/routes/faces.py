@@ -14,6 +14,7 @@ from face_service.api.schemas.faces import (
     AutoRotateForm,
     EmbeddingPublic,
     FacePublic,
+    MinQualityForm,
     SimilarityPublic,
 )
 from face_service.api.uploads import read_image, require_multipart
@@ -42,10 +43,13 @@ async def embedding(
     admission: AdmissionDep,
     settings: SettingsDep,
     auto_rotate: AutoRotateForm = None,
+    min_quality: MinQualityForm = None,
 ) -> EmbeddingPublic:
     data = await read_image(image, "image", settings)
     async with admission.slot():
-        [(face, count)] = await pipeline.prominent_faces([(data, "image")], auto_rotate=auto_rotate)
+        [(face, count)] = await pipeline.prominent_faces(
+            [(data, "image")], auto_rotate=auto_rotate, min_quality=min_quality
+        )
     return EmbeddingPublic(
         embedding=[float(v) for v in face.embedding],
         face=FacePublic.from_face(face),
@@ -73,12 +77,15 @@ async def face_similarity(
         ),
     ] = None,
     auto_rotate: AutoRotateForm = None,
+    min_quality: MinQualityForm = None,
 ) -> SimilarityPublic:
     data_a = await read_image(image_a, "image_a", settings)
     data_b = await read_image(image_b, "image_b", settings)
     async with admission.slot():
         (face_a, _), (face_b, _) = await pipeline.prominent_faces(
-            [(data_a, "image_a"), (data_b, "image_b")], auto_rotate=auto_rotate
+            [(data_a, "image_a"), (data_b, "image_b")],
+            auto_rotate=auto_rotate,
+            min_quality=min_quality,
         )
     similarity = cosine_similarity(face_a.embedding, face_b.embedding)
     decision_threshold = pipeline.similarity_threshold if threshold is None else threshold

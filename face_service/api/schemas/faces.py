@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import Form
 from pydantic import BaseModel, Field
 
-from face_service.analysis import AUTO_ROTATE_DESCRIPTION
+from face_service.analysis import AUTO_ROTATE_DESCRIPTION, MIN_QUALITY_DESCRIPTION
 from face_service.faces import Face
 
 # The auto_rotate form field of the routes that take one photo or two (None: FACE_AUTO_ROTATE).
 AutoRotateForm = Annotated[bool | None, Form(description=AUTO_ROTATE_DESCRIPTION)]
+# The min_quality form field of the same routes (None: FACE_MIN_QUALITY).
+MinQualityForm = Annotated[float | None, Form(ge=0, description=MIN_QUALITY_DESCRIPTION)]
 
 
 class FacePublic(BaseModel):
@@ -19,6 +21,12 @@ class FacePublic(BaseModel):
     det_score: float = Field(description="detector confidence in [0, 1]")
     landmarks: list[list[float]] = Field(
         description="5 points [x, y]: left eye, right eye, nose tip, left and right mouth corner"
+    )
+    embedding_norm: float | None = Field(
+        None,
+        description="length of the face's ArcFace embedding before L2 normalisation: a quality "
+        "signal, low for blurred, tiny or damaged faces (see min_quality); null where the face "
+        "was not embedded",
     )
     rotation: int = Field(
         0,
@@ -33,6 +41,7 @@ class FacePublic(BaseModel):
             bbox=[round(float(v), 2) for v in face.bbox],
             det_score=round(face.det_score, 5),
             landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+            embedding_norm=None if face.embedding_norm is None else round(face.embedding_norm, 4),
             rotation=face.rotation,
         )
 
