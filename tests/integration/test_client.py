@@ -96,7 +96,10 @@ def test_concurrent_shm_calls_each_get_their_own_result(
     expected, actual, prefix, regions = asyncio.run(call())
     assert 1 <= regions <= pool_size
     for want, got in zip(expected, actual, strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        # Concurrent calls may meet in one dynamic batch, and OpenVINO computes a row slightly
+        # differently at another batch size (seen: 2.4e-6 on an embedding value); a transport
+        # mistake (another call's region or rows) would be off by tenths.
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
     assert shm_files(prefix) == []
 
 
