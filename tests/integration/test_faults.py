@@ -35,7 +35,10 @@ HEALTH_TIMEOUT_S = 1.0
 UNRESPONSIVE_S = 5.0
 # /health's bound: its probe timeout plus the HTTP round trip on a loaded 2-core machine.
 HEALTH_BOUND_S = HEALTH_TIMEOUT_S + 1.0
-BACK_WITHIN_S = 10.0
+# A restarted Triton loads both models again, and OpenVINO compiles them at load (the shapes the
+# service uses too): 2.7 s back on a quiet machine, but over 10 s once in a CI-like run with this
+# test's own load on the 2 cores. The bound is for "restarted, not hung", not for speed.
+BACK_WITHIN_S = 30.0
 FAULT_SETTINGS = {
     "FACE_HEALTH_TIMEOUT_S": str(HEALTH_TIMEOUT_S),
     "FACE_TRITON_PROBE_INTERVAL_S": "0.5",
