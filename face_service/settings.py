@@ -50,13 +50,14 @@ class Settings(BaseSettings):
     # (the local tritonserver of the nvidia-pytriton wheel).
     triton_backend: Literal["auto", "onnxruntime", "openvino", "python"] = "auto"
     # What runs the ONNX models on the CPU, and in which arithmetic. OpenVINO uses the CPU's
-    # bf16 units, which onnxruntime's CPU provider does not; "auto" precision is bf16 where the
-    # CPU has it natively (OpenVINO's OPTIMIZATION_CAPABILITIES), else fp32; onnxruntime runs
-    # fp32 only. fp32 by default: in bf16 (detector and recognizer alike) the embeddings of the
-    # small faces of group photos drifted to cosine 0.983-0.994 from InsightFace's (the parity
-    # test's bound is 0.995). README "Speed" has the measurements.
+    # bf16 units, which onnxruntime's CPU provider does not. "auto" (the default) runs the
+    # recognizer in bf16 where the CPU has it natively (OpenVINO's OPTIMIZATION_CAPABILITIES) and
+    # the detector in fp32: bf16 embeddings stay at cosine >= 0.9997 to fp32 ones, but a bf16
+    # detector moves the landmarks of small faces enough for their embeddings to drift to 0.983
+    # (model_config.BF16_WHEN_AUTO). "bf16" runs both in bf16, "fp32" neither; onnxruntime runs
+    # fp32 only. README "Speed" has the measurements.
     cpu_runtime: Literal["openvino", "onnxruntime"] = "openvino"
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Where the models run: "gpu" gives every model KIND_GPU instances (count: triton_instances
     # per GPU); on the python backend (nvidia-pytriton's server) they then run in torch on CUDA,
     # converted from the ONNX file (onnx2torch), in gpu_precision, and a model whose outputs on a
@@ -122,16 +123,19 @@ class Settings(BaseSettings):
     model_zoo_url: str | None = None
 
     # Detection and verification
-    # The detector's canvas: "fixed" always uses detector_input_size, as InsightFace does (a
-    # 250x250 portrait then costs 6x the arithmetic, on black padding); "fit" letterboxes each
-    # image into the smallest square (a multiple of 32) that holds it, at most
-    # detector_input_size and at least detector_min_input_size (a smaller image is enlarged to
-    # it). "fixed" by default: SCRFD's landmarks move with the scale it sees a face at, and the
-    # embeddings with them: the most prominent face of yaoming.jpg and 40 LFW photos had cosine
-    # 0.945-0.985 (worst of each) to its embedding at 640 for canvases 256-576 (the parity
-    # bound with InsightFace at 640 is 0.995). README "Speed" has the rest.
+    # The detector's canvas: "fit" (the default) letterboxes each image into the smallest square
+    # (a multiple of 32) that holds it, at most detector_input_size and at least
+    # detector_min_input_size (a smaller image is enlarged to it); "fixed" always uses
+    # detector_input_size, as InsightFace does, where a 250x250 portrait costs 6x the arithmetic,
+    # on black padding. SCRFD's landmarks move a little with the scale it sees a face at: LFW and
+    # deepface pairs stay at 100 % / AUC 1.0000 and every group photo keeps its face count on
+    # either canvas, and on the same canvas the service matches InsightFace's FaceAnalysis (the
+    # parity test). Against InsightFace at 640 the fitted canvas moves an embedding a little:
+    # the most prominent face of yaoming.jpg and of 40 LFW photos had cosine 0.945-0.985 (worst
+    # of each) to its embedding at 640 for canvases 256-576, far above the verification
+    # threshold (0.28). README "Speed" has the rest.
     detector_input_size: int = Field(640, ge=64, le=2048, multiple_of=32)
-    detector_canvas: Literal["fit", "fixed"] = "fixed"
+    detector_canvas: Literal["fit", "fixed"] = "fit"
     detector_min_input_size: int = Field(160, ge=64, le=2048, multiple_of=32)
     det_threshold: float = Field(0.5, gt=0, lt=1)
     nms_threshold: float = Field(0.4, gt=0, le=1)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from face_service.inference.model_config import resolve_precision
 from face_service.testing.service_process import ServiceProcess
 
 
@@ -46,7 +47,11 @@ def test_health_is_ok_with_both_models_ready(api: httpx.Client) -> None:
         "models": {"face_detector": True, "face_recognizer": True},
         "reason": None,
         "serving": {
-            name: {"backend": "python", "runtime": "openvino", "precision": "fp32"}
+            name: {
+                "backend": "python",
+                "runtime": "openvino",
+                "precision": resolve_precision("openvino", "auto", name),
+            }
             for name in ("face_detector", "face_recognizer")
         },
     }

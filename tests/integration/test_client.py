@@ -13,6 +13,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from face_service.errors import ModelUnavailableError
 from face_service.inference.client import TritonClient
 from face_service.testing.service_process import ServiceProcess
+from tests.integration.embedding_rows import assert_rows_are_their_own
 
 
 def shm_files(prefix: str) -> list[str]:
@@ -95,11 +96,7 @@ def test_concurrent_shm_calls_each_get_their_own_result(
 
     expected, actual, prefix, regions = asyncio.run(call())
     assert 1 <= regions <= pool_size
-    for want, got in zip(expected, actual, strict=True):
-        # Concurrent calls may meet in one dynamic batch, and OpenVINO computes a row slightly
-        # differently at another batch size (seen: 2.4e-6 on an embedding value); a transport
-        # mistake (another call's region or rows) would be off by tenths.
-        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    assert_rows_are_their_own(actual, expected)
     assert shm_files(prefix) == []
 
 

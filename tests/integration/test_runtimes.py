@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
+from face_service.inference.model_config import resolve_precision
 from face_service.testing.service_process import ServiceProcess
 
 MODELS = ("face_detector", "face_recognizer")
@@ -38,7 +39,12 @@ def test_health_shows_runtime_and_precision_of_each_model(
 ) -> None:
     for client, runtime in ((api, "openvino"), (onnxruntime_api, "onnxruntime")):
         assert serving(client) == {
-            name: {"backend": "python", "runtime": runtime, "precision": "fp32"} for name in MODELS
+            name: {
+                "backend": "python",
+                "runtime": runtime,
+                "precision": resolve_precision(runtime, "auto", name),
+            }
+            for name in MODELS
         }
 
 

@@ -158,6 +158,9 @@ def test_serving_options_follow_the_settings(monkeypatch: pytest.MonkeyPatch) ->
     assert detector.cache_directory == settings.data_dir / "openvino_cache"
     auto = model_serving_options(Settings(precision="auto"), "python")
     assert auto["face_recognizer"].precision == "bf16"
+    assert auto["face_detector"].precision == "fp32"  # its landmarks need fp32 (BF16_WHEN_AUTO)
+    both = model_serving_options(Settings(precision="bf16"), "python")
+    assert {o.precision for o in both.values()} == {"bf16"}
     monkeypatch.setattr("face_service.inference.model_config.cpu_has_bf16", lambda: False)
     auto = model_serving_options(Settings(precision="auto"), "python")
     assert auto["face_recognizer"].precision == "fp32"

@@ -53,7 +53,7 @@ def test_detection_options_left_out_come_from_the_settings() -> None:
     asyncio.run(pipeline.analyze([png(1)]))
     asyncio.run(pipeline.analyze([png(1)], pipeline.options(det_threshold=0.5)))
     options = [options for _, options in pipeline.detector.calls]  # type: ignore[attr-defined]
-    fit = {"canvas": "fixed", "min_input_size": Settings().detector_min_input_size}
+    fit = {"canvas": "fit", "min_input_size": Settings().detector_min_input_size}
     assert options == [
         {**fit, "input_size": 320, "threshold": 0.9, "nms_threshold": 0.3},
         {**fit, "input_size": 320, "threshold": 0.5, "nms_threshold": 0.3},

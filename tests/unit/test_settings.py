@@ -47,7 +47,8 @@ def test_bf16_needs_the_openvino_runtime() -> None:
 
 
 def test_detector_canvas_sides() -> None:
-    assert Settings().detector_canvas_sides() == [640]
+    assert Settings(detector_canvas="fixed").detector_canvas_sides() == [640]
+    assert Settings().detector_canvas_sides() == list(range(160, 641, 32))
     fit = Settings(detector_canvas="fit", detector_min_input_size=512, detector_input_size=640)
     assert fit.detector_canvas_sides() == [512, 544, 576, 608, 640]
     with pytest.raises(ValidationError, match="must not exceed detector_input_size"):
