@@ -370,23 +370,34 @@ class FacePipeline:
                 f"{self.settings.max_faces_per_request} are (FACE_MAX_FACES_PER_REQUEST): raise "
                 "det_threshold, set limit_faces, or send fewer images"
             )
+        # Lead faces embedded by the orientation check (_embed_leads) keep their embedding, and
+        # need no second alignment unless their crops are kept.
+        needed = [
+            (image, face)
+            for image, face in pairs
+            if keep_crops or (embeddings and face.embedding is None)
+        ]
         if aligned:
-            crops = [image.image for image, _ in pairs]
-        else:
+            crops = [image.image for image, _ in needed]
+        elif needed:
             crops = await asyncio.to_thread(
-                lambda: [align_face(image.image, face.landmarks) for image, face in pairs]
+                lambda: [align_face(image.image, face.landmarks) for image, face in needed]
             )
+        else:
+            crops = []
         if embeddings:
-            # Lead faces embedded by the orientation check (_embed_leads) keep their embedding.
-            todo = [(face, crop) for (_, face), crop in zip(pairs, crops, strict=True)]
-            todo = [(face, crop) for face, crop in todo if face.embedding is None]
+            todo = [
+                (face, crop)
+                for (_, face), crop in zip(needed, crops, strict=True)
+                if face.embedding is None
+            ]
             if todo:
                 vectors, norms = await self.recognizer.predict([crop for _, crop in todo])
                 for (face, _), vector, norm in zip(todo, vectors, norms, strict=True):
                     face.embedding = vector
                     face.embedding_norm = float(norm)
-        if keep_crops:
-            for (image, _), crop in zip(pairs, crops, strict=True):
+        if keep_crops:  # needed is every pair then
+            for (image, _), crop in zip(needed, crops, strict=True):
                 image.crops.append(crop)
 
 
