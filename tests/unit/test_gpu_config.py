@@ -13,6 +13,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from face_service.inference.gpu_config import TORCH_MODEL_SOURCE, python_search_paths
 from face_service.inference.model_config import (
     PYTHON_MODEL_SOURCE,
+    PYTHON_STUB_SOURCE,
     model_serving_options,
     parse_config,
     write_model_configs,
@@ -82,6 +83,10 @@ def test_python_backend_on_gpu_runs_torch_with_the_stubs_import_path(tmp_path: P
         assert all(Path(p).is_dir() for p in paths)
         model_py = (tmp_path / name / "1" / "model.py").read_text()
         assert model_py == TORCH_MODEL_SOURCE.read_text()
+        # The stub's lifetime beside it (as on the CPU); the CPU runtimes are not needed.
+        lifetime = (tmp_path / name / "1" / "python_stub.py").read_text()
+        assert lifetime == PYTHON_STUB_SOURCE.read_text()
+        assert not (tmp_path / name / "1" / "python_runtimes.py").exists()
     # Back on the CPU: the onnxruntime model.py and CPU instances again, no torch parameters.
     configs = write_model_configs(tmp_path, model_serving_options(Settings(), "python"))
     config = parse_config((tmp_path / "face_recognizer" / "config.pbtxt").read_text())
