@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
@@ -50,6 +51,7 @@ class TritonPythonModel:
         exit_with_parent()
         self.groups_of_equal_shape = groups_of_equal_shape
         config, parameters, self.model_file = model_configuration(args)
+        self.parameters = parameters
         for path in parameters.get("python_paths", "").split(os.pathsep):
             if path and path not in sys.path:
                 sys.path.append(path)
@@ -91,21 +93,30 @@ class TritonPythonModel:
         return min(1 << (batch - 1).bit_length(), max(self.max_batch_size, batch))
 
     def warm_up(self) -> None:
-        """Runs every padded batch size once at the probe shape, so that no request pays for
-        building its plans."""
+        """Runs every padded batch size once at every input shape the service sends (the
+        ``warm_sides`` squares for a model of free height and width, else the probe shape), so
+        that no request pays for building its plans."""
         if not self.batched:
             return
-        size = 1
-        while True:
-            pixels = self.torch.zeros(
-                [size, *self.probe_shape], dtype=self.torch.uint8, device=self.device
-            )
-            self.run([pixels])
-            if size >= self.max_batch_size:
-                break
-            size = self.padded_size(size + 1)
+        sides = [int(side) for side in self.parameters.get("warm_sides", "").split(";") if side]
+        shapes = [[*self.probe_shape[:-2], side, side] for side in sides] or [self.probe_shape]
+        started = time.monotonic()
+        for shape in shapes:
+            size = 1
+            while True:
+                pixels = self.torch.zeros(
+                    [size, *shape], dtype=self.torch.uint8, device=self.device
+                )
+                self.run([pixels])
+                if size >= self.max_batch_size:
+                    break
+                size = self.padded_size(size + 1)
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
+        pb_utils.Logger.log_info(
+            f"{self.model_file}: warmed {len(shapes)} shape(s) at every padded batch size "
+            f"in {time.monotonic() - started:.1f} s"
+        )
 
     def run(self, feed: list[Any]) -> list[Any]:
         """The model's outputs (fp32, on the device) for input tensors on the device."""
