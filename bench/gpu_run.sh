@@ -118,3 +118,10 @@ else
   log "no time left for the binary-transport level"
 fi
 log "gpu_run.sh: done in ${SECONDS}s; results in $out: $(find "$out" -type f -printf '%f ')"
+# The tool returns the end of the output: the tables again, last.
+echo "===== summary: inputs through shared memory (gpu.txt) ====="
+grep -v ' INFO ' "$out/gpu.txt" || true
+if [ -f "$out/gpu_binary.txt" ]; then
+  echo "===== inputs in the HTTP body (gpu_binary.txt) ====="
+  grep -A4 '^POST /embedding' "$out/gpu_binary.txt" || true
+fi
