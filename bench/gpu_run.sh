@@ -21,6 +21,11 @@ mkdir -p "$out"
 exec > >(tee -a "$out/gpu_run.log") 2>&1
 log() { echo "[$(date -u +%H:%M:%S) +$((SECONDS))s] $*"; }
 fail() { log "FAILED: $*"; exit 1; }
+# tar's xz filter where xz is installed, else Python's own lzma.
+unpack() {
+  tar -xJf "$1" -C "$2" 2>/dev/null ||
+    "$python" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$1" "$2"
+}
 export PYTHONUNBUFFERED=1
 # Several GPUs are never assumed; NVLink multicast stays off (the device tool's KINDS.md).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -36,7 +41,7 @@ if [ "$rehearsal" = 1 ]; then
 else
   python="${PYTHON:-python3}"
   device=gpu
-  sweep=("--concurrency=32,64,128,256,512" --group-concurrency 64 --duration 8 --photos 400
+  sweep=("--concurrency=8,32,64,128,256,512" --group-concurrency 64 --duration 8 --photos 400
     --api-processes 14 --client-processes 4 --recognizer-threads 8)
   accuracy=()
   binary_sweep=(--concurrency 256 --group-concurrency "" --duration 8 --photos 400
@@ -52,7 +57,7 @@ log "gpu_run.sh: device $device, $(nproc) cores, pack $pack, results in $out"
 [ -d "$pack/faces" ] || fail "$pack/faces is missing: bash bench/gpu_pack.sh"
 mkdir -p "$site"
 log "unpacking the server, the packages and the models into $site and model_repository"
-tar -xJf "$pack/tritonserver.tar.xz" -C "$site"
+unpack "$pack/tritonserver.tar.xz" "$site"
 if [ "$rehearsal" = 1 ]; then
   # This box's Python is not 3.12: the packages stay the venv's, and its own python backend stub
   # stands in beside the pack's server (which carries 3.12's only).
@@ -60,9 +65,9 @@ if [ "$rehearsal" = 1 ]; then
   stubs="$("$python" -c 'from face_service.inference.python_backend import pytriton_server_paths as p; print(p()[0].parent.parent / "python_backend_stubs")')"
   cp -r "$stubs/$version" "$site/pytriton/tritonserver/python_backend_stubs/"
 else
-  tar -xJf "$pack/site.tar.xz" -C "$site"
+  unpack "$pack/site.tar.xz" "$site"
 fi
-tar -xJf "$pack/models.tar.xz" -C model_repository
+unpack "$pack/models.tar.xz" model_repository
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 log "unpacked: $(du -sh "$site" | cut -f1) of packages"
 
