@@ -29,6 +29,7 @@ import csv
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ import cv2
 import httpx
 import numpy as np
 import psutil
+from gpu_report import table, wall
 
 from face_service.inference.models import model_input
 from face_service.inference.names import DETECTOR_MODEL, RECOGNIZER_MODEL
@@ -138,6 +140,12 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds spent by every process on the machine (all cores), idle and iowait aside."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def triton_pids(api_pid: int) -> list[int]:
     """tritonserver (a child of the first API process) and its python-backend stubs."""
     with contextlib.suppress(psutil.Error):
@@ -227,12 +235,14 @@ def run_level(ctx: dict, route: str, photos: Sequence[bytes], concurrency: int) 
             "clients": client_pids,
         }
         cpu_before = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        cpu_before["machine"] = machine_busy_seconds()
         stats_before = {
             m: model_stats(ctx["triton"], m) for m in (DETECTOR_MODEL, RECOGNIZER_MODEL)
         }
         with GpuSampler() as gpu:
             time.sleep(max(0.0, window[1] - time.monotonic()))
         cpu_after = {name: cpu_seconds(pids) for name, pids in groups.items()}
+        cpu_after["machine"] = machine_busy_seconds()
         stats_after = {m: model_stats(ctx["triton"], m) for m in (DETECTOR_MODEL, RECOGNIZER_MODEL)}
         results = pending.get()
     latencies = sorted(x for lat, _, _ in results for x in lat)
@@ -245,7 +255,7 @@ def run_level(ctx: dict, route: str, photos: Sequence[bytes], concurrency: int) 
         "p50_ms": 1e3 * float(np.percentile(latencies, 50)) if latencies else None,
         "p99_ms": 1e3 * float(np.percentile(latencies, 99)) if latencies else None,
         "errors": sum(e for _, _, e in results),
-        "cores": {k: (cpu_after[k] - cpu_before[k]) / duration for k in groups},
+        "cores": {k: (cpu_after[k] - cpu_before[k]) / duration for k in cpu_before},
         "gpu_util": gpu.mean,
         "recognizer": stats_delta(stats_before[RECOGNIZER_MODEL], stats_after[RECOGNIZER_MODEL]),
         "detector": stats_delta(stats_before[DETECTOR_MODEL], stats_after[DETECTOR_MODEL]),
@@ -326,15 +336,16 @@ def parity(url: str, repository: Path, photos: Sequence[bytes]) -> dict:
 def services(arguments: argparse.Namespace, work_dir: Path) -> Iterator[list[ServiceProcess]]:
     env = {**(GPU_ENV if arguments.device == "gpu" else {}), "FACE_DEVICE": arguments.device}
     env.update(dict(item.split("=", 1) for item in arguments.env))
+    log = work_dir / "api0" / "triton" / "triton.log"
     first = ServiceProcess(api_port=0, triton_port=0, work_dir=work_dir / "api0", env=env)
+    started: list[ServiceProcess] = []
     try:
-        started = [first.start()]
-    except BaseException:
-        log = work_dir / "api0" / "triton" / "triton.log"
-        if log.is_file():
-            sys.stderr.write("Triton's log:\n" + log.read_text(errors="replace")[-6000:] + "\n")
-        raise
-    try:
+        try:
+            started.append(first.start())
+        except BaseException:
+            if log.is_file():
+                sys.stderr.write("Triton's log:\n" + log.read_text(errors="replace")[-6000:] + "\n")
+            raise
         others = [
             ServiceProcess(
                 api_port=0, triton_url=first.triton_address, work_dir=work_dir / f"api{i}", env=env
@@ -347,29 +358,8 @@ def services(arguments: argparse.Namespace, work_dir: Path) -> Iterator[list[Ser
     finally:
         for service in reversed(started):
             service.stop()
-
-
-def table(title: str, levels: Sequence[dict]) -> str:
-    lines = [
-        title,
-        f"{'C':>5} {'img/s':>8} {'faces/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'err':>4} "
-        f"{'API cores':>9} {'Triton':>7} {'clients':>7} {'GPU %':>6} {'fr b/exec':>9} "
-        f"{'fr ms/exec':>10} {'det b/exec':>10} {'det ms/exec':>11}",
-    ]
-    for r in levels:
-        gpu = "n/a" if r["gpu_util"] is None else f"{r['gpu_util']:.0f}"
-        p50 = r["p50_ms"] or float("nan")
-        p99 = r["p99_ms"] or float("nan")
-        lines.append(
-            f"{r['concurrency']:>5} {r['images_s']:>8.1f} {r['faces_s']:>8.1f} {p50:>8.1f} "
-            f"{p99:>8.1f} {r['errors']:>4} {r['cores']['api']:>9.1f} {r['cores']['triton']:>7.1f} "
-            f"{r['cores']['clients']:>7.1f} {gpu:>6} "
-            f"{r['recognizer']['faces_per_execution']:>9.1f} "
-            f"{r['recognizer']['compute_ms_per_execution']:>10.2f} "
-            f"{r['detector']['faces_per_execution']:>10.1f} "
-            f"{r['detector']['compute_ms_per_execution']:>11.2f}"
-        )
-    return "\n".join(lines)
+        if arguments.keep_logs and log.is_file():
+            shutil.copyfile(log, arguments.keep_logs)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -386,6 +376,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service")
     parser.add_argument("--output-json", type=Path)
+    parser.add_argument("--keep-logs", type=Path, help="copy Triton's log here at the end")
     arguments = parser.parse_args(argv)
     if not arguments.faces_dir.is_absolute():
         arguments.faces_dir = (REPOSITORY_ROOT / arguments.faces_dir).resolve()
@@ -413,19 +404,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{len(started)} API processes on one Triton ({ctx['triton']}), "
             f"{os.cpu_count()} cores, device {arguments.device}\n"
         )
-        levels = [
-            run_level(ctx, "/embedding", photos, int(c)) for c in arguments.concurrency.split(",")
-        ]
+        cores = os.cpu_count() or 1
+        levels = [run_level(ctx, "/embedding", photos, c) for c in levels_of(arguments.concurrency)]
         report["one_face"] = levels
-        out.write(table(f"\nPOST /embedding, {len(photos)} LFW photos (one face):", levels) + "\n")
+        title = f"\nPOST /embedding, {len(photos)} LFW photos (one face):"
+        out.write(table(title, levels, cores) + "\n" + wall(levels, cores) + "\n")
         out.flush()
-        if groups:
-            multi = [
-                run_level(ctx, "/extract", groups, int(c))
-                for c in arguments.group_concurrency.split(",")
-            ]
+        save(arguments, report)
+        group_levels = levels_of(arguments.group_concurrency)
+        if groups and group_levels:
+            multi = [run_level(ctx, "/extract", groups, c) for c in group_levels]
             report["multi_face"] = multi
-            out.write(table(f"\nPOST /extract, {len(groups)} group photos:", multi) + "\n")
+            title = f"\nPOST /extract, {len(groups)} group photos:"
+            out.write(table(title, multi, cores) + "\n" + wall(multi, cores) + "\n")
+            save(arguments, report)
         alone = recognizer_alone(ctx["triton"], arguments.recognizer_threads, arguments.duration)
         report["recognizer_alone"] = alone
         out.write(f"\nrecognizer alone in Triton: {json.dumps(alone)}\n")
@@ -436,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         report["parity"] = parity(ctx["urls"][0], repository, photos[:64])
         out.write(f"parity with fp32 onnxruntime CPU: {json.dumps(report['parity'])}\n")
         out.flush()
+        save(arguments, report)
         if not arguments.skip_accuracy:
             accuracy_json = Path(tmp) / "accuracy.json"
             subprocess.run(
@@ -455,6 +448,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             if accuracy_json.is_file():
                 report["accuracy"] = json.loads(accuracy_json.read_text()).get("metrics")
+    save(arguments, report)
+
+
+def levels_of(text: str) -> list[int]:
+    """``"64,128"`` -> [64, 128]; an empty text, no level."""
+    return [int(c) for c in text.split(",") if c.strip()]
+
+
+def save(arguments: argparse.Namespace, report: dict) -> None:
+    """Writes what is measured so far (a run cut short by its time limit keeps it)."""
     if arguments.output_json:
         arguments.output_json.write_text(json.dumps(report, indent=1))
 

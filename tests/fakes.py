@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
+from fastapi.testclient import TestClient
 
-from app import Services
+from app import Services, create_app
 from face_service.errors import ModelUnavailableError
 from face_service.faces import Face
 from face_service.gallery import open_gallery
@@ -136,3 +138,13 @@ async def fake_services(settings: Settings) -> AsyncIterator[Services]:
         )
     finally:
         gallery.close()
+
+
+def app_client(data_dir: Path, **settings: object) -> TestClient:
+    """The real app on the fake models, its gallery in ``data_dir``; answers as a client sees
+    them (a server error is a 500, not an exception in the test)."""
+    app = create_app(
+        Settings(data_dir=data_dir, **settings),  # type: ignore[arg-type]
+        services=fake_services,
+    )
+    return TestClient(app, raise_server_exceptions=False)

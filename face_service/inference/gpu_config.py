@@ -9,6 +9,8 @@ at load against the fp32 onnxruntime CPU path. Its parameters:
 
 - ``torch_precision``: ``fp16`` (autocast) or ``fp32``;
 - ``min_cosine``: the least cosine between the GPU and the CPU outputs on a fixed probe batch;
+- ``warm_sides``: for a model whose input height and width are free (the detector), the square
+  sides it is warmed up at (the canvas sides the service sends: ``detector_canvas_sides``);
 - ``python_paths``: the import path of the process that wrote the config, which the stub appends
   to its own: the stub's embedded interpreter does not inherit ``PYTHONPATH`` or a virtual
   environment's site-packages (seen on the GPU machine), so torch and onnx2torch must be named.
@@ -36,6 +38,8 @@ class GpuOptions:
     precision: str  # "fp16" or "fp32"
     min_cosine: float
     python_paths: tuple[str, ...]
+    # The detector's canvas sides (Settings.detector_canvas_sides): warmed up at load.
+    warm_sides: tuple[int, ...] = ()
 
 
 def python_search_paths() -> tuple[str, ...]:
@@ -51,6 +55,7 @@ def gpu_options(settings: Settings) -> GpuOptions | None:
         precision=settings.gpu_precision,
         min_cosine=settings.gpu_min_cosine,
         python_paths=python_search_paths(),
+        warm_sides=tuple(settings.detector_canvas_sides()),
     )
 
 
@@ -63,3 +68,7 @@ def apply_gpu(config: mc.ModelConfig, gpu: GpuOptions) -> None:
         config.parameters["torch_precision"].string_value = gpu.precision
         config.parameters["min_cosine"].string_value = repr(gpu.min_cosine)
         config.parameters["python_paths"].string_value = os.pathsep.join(gpu.python_paths)
+        free_size = any(d < 0 for d in config.input[0].dims[-2:]) if config.input else False
+        if free_size and gpu.warm_sides:
+            sides = ";".join(str(side) for side in gpu.warm_sides)
+            config.parameters["warm_sides"].string_value = sides

@@ -44,6 +44,8 @@ from face_service.settings import Settings, get_settings
 # and the runtimes it chooses from, copied beside it.
 PYTHON_MODEL_SOURCE = Path(str(resources.files("face_service.inference") / "python_model.py"))
 PYTHON_RUNTIMES_SOURCE = Path(str(resources.files("face_service.inference") / "python_runtimes.py"))
+# Beside either model.py (CPU and GPU): the stub's exit when tritonserver is gone.
+PYTHON_STUB_SOURCE = Path(str(resources.files("face_service.inference") / "python_stub.py"))
 # Triton backends the configs can name, and the runtime each runs (python: the runtime parameter).
 NATIVE_BACKENDS = ("onnxruntime", "openvino")
 BACKENDS = (*NATIVE_BACKENDS, "python")
@@ -292,6 +294,7 @@ def write_model_configs(
                 PYTHON_MODEL_SOURCE if serving.gpu is None else TORCH_MODEL_SOURCE
             ),
             onnx_path.with_name(PYTHON_RUNTIMES_SOURCE.name): PYTHON_RUNTIMES_SOURCE,
+            onnx_path.with_name(PYTHON_STUB_SOURCE.name): PYTHON_STUB_SOURCE,
         }
         for target, source in python_files.items():
             needed = serving.backend == "python" and (

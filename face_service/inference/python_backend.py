@@ -3,6 +3,7 @@ and its libraries are, and a backend folder whose stub fits the running Python."
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import sysconfig
 from pathlib import Path
@@ -11,14 +12,15 @@ from face_service.errors import TritonServerError
 
 
 def pytriton_server_paths() -> tuple[Path, Path]:
-    """The ``tritonserver`` binary and its shared libraries from the nvidia-pytriton wheel."""
-    try:
-        import pytriton
-    except ImportError as error:
+    """The ``tritonserver`` binary and its shared libraries from the nvidia-pytriton wheel.
+    Found without importing pytriton: its ``__init__`` imports its Python front end (pyzmq,
+    sh, ...), which the service does not use and a GPU machine's environment may lack."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         raise TritonServerError(
             "no tritonserver found: install nvidia-pytriton or set FACE_TRITON_URL"
-        ) from error
-    package = Path(pytriton.__file__).parent
+        )
+    package = Path(next(iter(spec.submodule_search_locations)))
     return (
         package / "tritonserver" / "bin" / "tritonserver",
         package.parent / "nvidia_pytriton.libs",

@@ -13,34 +13,20 @@ refuses to load when any sample's outputs have a cosine below ``min_cosine``: a 
 conversion error stops the server at start instead of shifting every similarity.
 
 Requests that arrive together (dynamic batching) with equal non-batch shapes run as one call.
+The stub ends itself once tritonserver is gone (python_stub.py, copied beside this file).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
 PROBE_SEED = 20261202
-
-
-def exit_with_parent(interval_s: float = 0.5) -> None:
-    """Ends this stub soon after tritonserver is gone (see python_model.exit_with_parent)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(interval_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-tritonserver", daemon=True).start()
 
 
 def probe_batch(shape: list[int], batch: int) -> Any:
@@ -59,11 +45,13 @@ def probe_batch(shape: list[int], batch: int) -> Any:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
+        # Beside this file in the model's folder (the python backend puts it on sys.path).
+        from python_stub import exit_with_parent, groups_of_equal_shape, model_configuration
+
         exit_with_parent()
-        config = json.loads(args["model_config"])
-        parameters = {
-            key: value["string_value"] for key, value in config.get("parameters", {}).items()
-        }
+        self.groups_of_equal_shape = groups_of_equal_shape
+        config, parameters, self.model_file = model_configuration(args)
+        self.parameters = parameters
         for path in parameters.get("python_paths", "").split(os.pathsep):
             if path and path not in sys.path:
                 sys.path.append(path)
@@ -85,8 +73,6 @@ class TritonPythonModel:
         self.half = parameters.get("torch_precision", "fp16") == "fp16" and (
             self.device.type == "cuda"
         )
-        version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.model_file = version_dir / parameters.get("onnx_model_filename", "model.onnx")
         self.model = convert(str(self.model_file)).eval().to(self.device)
         self.input_names = [tensor["name"] for tensor in config["input"]]
         self.output_names = [tensor["name"] for tensor in config["output"]]
@@ -107,21 +93,30 @@ class TritonPythonModel:
         return min(1 << (batch - 1).bit_length(), max(self.max_batch_size, batch))
 
     def warm_up(self) -> None:
-        """Runs every padded batch size once at the probe shape, so that no request pays for
-        building its plans."""
+        """Runs every padded batch size once at every input shape the service sends (the
+        ``warm_sides`` squares for a model of free height and width, else the probe shape), so
+        that no request pays for building its plans."""
         if not self.batched:
             return
-        size = 1
-        while True:
-            pixels = self.torch.zeros(
-                [size, *self.probe_shape], dtype=self.torch.uint8, device=self.device
-            )
-            self.run([pixels])
-            if size >= self.max_batch_size:
-                break
-            size = self.padded_size(size + 1)
+        sides = [int(side) for side in self.parameters.get("warm_sides", "").split(";") if side]
+        shapes = [[*self.probe_shape[:-2], side, side] for side in sides] or [self.probe_shape]
+        started = time.monotonic()
+        for shape in shapes:
+            size = 1
+            while True:
+                pixels = self.torch.zeros(
+                    [size, *shape], dtype=self.torch.uint8, device=self.device
+                )
+                self.run([pixels])
+                if size >= self.max_batch_size:
+                    break
+                size = self.padded_size(size + 1)
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
+        pb_utils.Logger.log_info(
+            f"{self.model_file}: warmed {len(shapes)} shape(s) at every padded batch size "
+            f"in {time.monotonic() - started:.1f} s"
+        )
 
     def run(self, feed: list[Any]) -> list[Any]:
         """The model's outputs (fp32, on the device) for input tensors on the device."""
@@ -180,7 +175,8 @@ class TritonPythonModel:
             for request in requests
         ]
         outputs: list[list[Any] | None] = [None] * len(requests)
-        for group in self._groups_of_equal_shape(inputs):
+        shapes = [[tensor.shape for tensor in tensors] for tensors in inputs]
+        for group in self.groups_of_equal_shape(shapes, self.batched):
             feed = [
                 self.torch.cat([inputs[i][k] for i in group])
                 if len(group) > 1
@@ -212,11 +208,3 @@ class TritonPythonModel:
             )
             for result in outputs
         ]
-
-    def _groups_of_equal_shape(self, inputs: list[list[Any]]) -> list[list[int]]:
-        if not self.batched:
-            return [[i] for i in range(len(inputs))]
-        groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
-        for i, tensors in enumerate(inputs):
-            groups.setdefault(tuple(tuple(t.shape[1:]) for t in tensors), []).append(i)
-        return list(groups.values())

@@ -201,9 +201,8 @@ def test_reaper_stops_the_group_and_removes_regions_when_its_owner_is_killed(
 
 
 STUB = """
-import os, sys, time, types
-sys.modules["triton_python_backend_utils"] = types.ModuleType("triton_python_backend_utils")
-from face_service.inference.python_model import exit_with_parent
+import os, time
+from face_service.inference.python_stub import exit_with_parent
 exit_with_parent(0.1)
 print(os.getpid(), flush=True)
 time.sleep(120)

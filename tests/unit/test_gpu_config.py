@@ -10,9 +10,15 @@ import pytest
 from pydantic import ValidationError
 from tritonclient.grpc import model_config_pb2 as mc
 
-from face_service.inference.gpu_config import TORCH_MODEL_SOURCE, python_search_paths
+from face_service.inference.gpu_config import (
+    TORCH_MODEL_SOURCE,
+    apply_gpu,
+    gpu_options,
+    python_search_paths,
+)
 from face_service.inference.model_config import (
     PYTHON_MODEL_SOURCE,
+    PYTHON_STUB_SOURCE,
     model_serving_options,
     parse_config,
     write_model_configs,
@@ -82,6 +88,10 @@ def test_python_backend_on_gpu_runs_torch_with_the_stubs_import_path(tmp_path: P
         assert all(Path(p).is_dir() for p in paths)
         model_py = (tmp_path / name / "1" / "model.py").read_text()
         assert model_py == TORCH_MODEL_SOURCE.read_text()
+        # The stub's lifetime beside it (as on the CPU); the CPU runtimes are not needed.
+        lifetime = (tmp_path / name / "1" / "python_stub.py").read_text()
+        assert lifetime == PYTHON_STUB_SOURCE.read_text()
+        assert not (tmp_path / name / "1" / "python_runtimes.py").exists()
     # Back on the CPU: the onnxruntime model.py and CPU instances again, no torch parameters.
     configs = write_model_configs(tmp_path, model_serving_options(Settings(), "python"))
     config = parse_config((tmp_path / "face_recognizer" / "config.pbtxt").read_text())
@@ -113,3 +123,22 @@ def test_torch_model_source_is_a_python_backend_model() -> None:
     assert source.startswith('"""Triton python-backend model')
     assert "class TritonPythonModel" in source
     assert "def execute(self, requests" in source
+
+
+def test_a_model_of_free_height_and_width_is_warmed_at_every_canvas_side() -> None:
+    fit = gpu_options(Settings(device="gpu", detector_canvas="fit"))
+    assert fit is not None
+    assert fit.warm_sides == tuple(range(160, 641, 32))
+    fixed = gpu_options(Settings(device="gpu", detector_canvas="fixed", detector_input_size=320))
+    assert fixed is not None
+    assert fixed.warm_sides == (320,)
+    detector = mc.ModelConfig(name="face_detector", backend="python")
+    detector.input.add(name="pixels", data_type=mc.TYPE_UINT8, dims=[3, -1, -1])
+    recognizer = mc.ModelConfig(name="face_recognizer", backend="python")
+    recognizer.input.add(name="pixels", data_type=mc.TYPE_UINT8, dims=[3, 112, 112])
+    for config in (detector, recognizer):
+        apply_gpu(config, fit)
+    assert detector.parameters["warm_sides"].string_value == ";".join(
+        str(side) for side in range(160, 641, 32)
+    )
+    assert "warm_sides" not in recognizer.parameters  # its one shape is the probe's

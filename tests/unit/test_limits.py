@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app import create_app
 from face_service.api.admission import AdmissionLimiter
 from face_service.errors import ModelUnavailableError
 from face_service.settings import Settings
-from tests.fakes import EMBEDDING_WIDTH, fake_services, png
+from tests.fakes import EMBEDDING_WIDTH, app_client, png
 
 HUGE = "9223372036854775808"  # 2**63: one past SQLite's and PostgreSQL's bigint
 
@@ -30,14 +29,6 @@ def strict_json(text: str) -> object:
         raise AssertionError(f"the answer holds {name}, which is not JSON")
 
     return json.loads(text, parse_constant=refuse)
-
-
-def app_client(tmp_path: Path, **settings: object) -> TestClient:
-    app = create_app(
-        Settings(data_dir=tmp_path, **settings),  # type: ignore[arg-type]
-        services=fake_services,
-    )
-    return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.fixture

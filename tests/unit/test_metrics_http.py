@@ -19,15 +19,10 @@ from face_service.api.admission import AdmissionLimiter
 from face_service.metrics import KNOWN_METHODS, LATENCY_BUCKETS, UNMATCHED_ROUTE
 from face_service.settings import Settings
 from face_service.testing.prometheus_text import Scrape
-from tests.fakes import StubTriton, fake_services, png
+from tests.fakes import StubTriton, app_client, fake_services, png
 
 ADMIN_KEY = "operator-admin-key-for-the-tests-0123456789"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def app_client(tmp_path: Path, **settings: object) -> TestClient:
-    app = create_app(Settings(data_dir=tmp_path, **settings), services=fake_services)  # type: ignore[arg-type]
-    return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.fixture

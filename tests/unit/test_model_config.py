@@ -259,11 +259,13 @@ def test_write_model_configs_for_both_backends(tmp_path: Path) -> None:
         == configs["face_recognizer"]
     )
     assert (tmp_path / "face_recognizer" / "1" / "model.py").is_file()
+    assert (tmp_path / "face_recognizer" / "1" / "python_stub.py").is_file()
     assert configs["face_recognizer"].max_batch_size == 32
     assert configs["face_detector"].max_batch_size == 4
     write_model_configs(tmp_path, model_serving_options(Settings(), "onnxruntime"))
     assert not (tmp_path / "face_recognizer" / "1" / "model.py").exists()
     assert not (tmp_path / "face_recognizer" / "1" / "python_runtimes.py").exists()
+    assert not (tmp_path / "face_recognizer" / "1" / "python_stub.py").exists()
     assert 'backend: "onnxruntime"' in (tmp_path / "face_recognizer" / "config.pbtxt").read_text()
 
 

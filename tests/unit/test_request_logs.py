@@ -24,18 +24,10 @@ from app import create_app
 from face_service.errors import ModelUnavailableError
 from face_service.logs import LogFormat, configure_logging, log_handler
 from face_service.settings import Settings
-from tests.fakes import fake_services, png
+from tests.fakes import app_client, fake_services, png
 
 ADMIN_KEY = "operator-admin-key-for-the-tests-0123456789"
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def app_client(tmp_path: Path, **settings: object) -> TestClient:
-    app = create_app(
-        Settings(data_dir=tmp_path, **settings),  # type: ignore[arg-type]
-        services=fake_services,
-    )
-    return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.fixture
