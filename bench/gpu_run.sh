@@ -102,6 +102,26 @@ if [ "$device" = gpu ]; then
 fi
 log "self-check passed"
 
+# LAYOUTS="10 14 16": instead of the full run, the API process counts to compare at C=256 and
+# 512, inputs in the HTTP body (GPU machine, 2026-12-02: 823 img/s at 12.4 ms of API CPU per
+# request against 642 img/s at 16.8 ms through shared memory, 14 API processes, C=256).
+if [ -n "${LAYOUTS:-}" ]; then
+  for processes in $LAYOUTS; do
+    log "layout: $processes API processes, inputs in the HTTP body"
+    timeout 200 "$python" bench/gpu.py --device "$device" --faces-dir "$pack/faces" \
+      "--concurrency=256,512" --group-concurrency "" --duration 8 --photos 400 \
+      --api-processes "$processes" --client-processes 4 --recognizer-threads 8 --skip-accuracy \
+      "${service_env[@]}" --env FACE_TRITON_TRANSPORT=binary \
+      --output-json "$out/layout_$processes.json" 2>&1 | tee "$out/layout_$processes.txt" || true
+  done
+  for processes in $LAYOUTS; do
+    echo "===== $processes API processes ====="
+    grep -A3 '^POST /embedding' "$out/layout_$processes.txt" || true
+    grep '^where the wall' "$out/layout_$processes.txt" || true
+  done
+  exit 0
+fi
+
 log "bench/gpu.py: the sweep, the recognizer alone, parity and accuracy"
 set +e
 timeout 420 "$python" bench/gpu.py --device "$device" --faces-dir "$pack/faces" "${sweep[@]}" \
