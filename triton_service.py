@@ -240,6 +240,11 @@ class TritonService:
         """Shared memory needs Triton on this host; over a network only the HTTP body works."""
         if self.settings.triton_transport != "auto":
             return self.settings.triton_transport
+        if self.settings.device == "gpu":
+            # On the H200 machine (14 API processes, C=256, 2026-12-02) inputs in the HTTP body
+            # gave 743-823 one-face images/s at 12.4-13.9 ms of API CPU a request, shared memory
+            # 642 at 16.8 ms: there the API's CPU is the wall (README "On a GPU").
+            return "binary"
         host = urlsplit(f"//{url}").hostname or ""
         local = (
             self.settings.triton_url is None

@@ -3,10 +3,10 @@
 # (default .gpu, carried), checks the machine early and loudly (CUDA seen by torch, every import of
 # the service, tritonserver and the python backend stub linking), then runs bench/gpu.py on
 # the best configuration measured so far (14 API processes on one Triton, 2 GPU instances per
-# model, fitted detector canvas, inputs through shared memory) with a concurrency sweep, the
-# recognizer alone, parity with the CPU and bench/accuracy.py (LFW + deepface pairs of the
-# pack), then, time allowing, one level with inputs in the HTTP body instead. Everything it prints
-# is also written under $OUT (gpu_run.log, gpu.txt/json, gpu_binary.txt/json, triton logs).
+# model, fitted detector canvas, inputs in the HTTP body: FACE_DEVICE=gpu's transport) with a
+# concurrency sweep, the recognizer alone, parity with the CPU and bench/accuracy.py (LFW +
+# deepface pairs of the pack), then, time allowing, one level with inputs through shared memory. Everything it prints
+# is also written under $OUT (gpu_run.log, gpu.txt/json, gpu_shm.txt/json, triton logs).
 #
 #   bash bench/gpu_run.sh                          # on the GPU machine, from the repository root
 #   REHEARSAL=1 OUT=/tmp/r bash bench/gpu_run.sh   # on a CPU box: FACE_DEVICE=cpu, short levels,
@@ -36,7 +36,7 @@ if [ "$rehearsal" = 1 ]; then
   sweep=("--concurrency=2,4" --group-concurrency 2 --duration 3 --photos 40 --api-processes 2
     --client-processes 1 --recognizer-threads 1)
   accuracy=(--skip-accuracy)
-  binary_sweep=(--concurrency 4 --group-concurrency "" --duration 3 --photos 40 --api-processes 2
+  shm_sweep=(--concurrency 4 --group-concurrency "" --duration 3 --photos 40 --api-processes 2
     --client-processes 1 --recognizer-threads 1 --skip-accuracy)
 else
   python="${PYTHON:-python3}"
@@ -44,7 +44,7 @@ else
   sweep=("--concurrency=8,32,64,128,256,512" --group-concurrency 64 --duration 8 --photos 400
     --api-processes 14 --client-processes 4 --recognizer-threads 8)
   accuracy=()
-  binary_sweep=(--concurrency 256 --group-concurrency "" --duration 8 --photos 400
+  shm_sweep=(--concurrency 256 --group-concurrency "" --duration 8 --photos 400
     --api-processes 14 --client-processes 4 --recognizer-threads 8 --skip-accuracy)
 fi
 # The configuration (bench/gpu.py adds its GPU batching defaults): fp32 on the CPU side names no
@@ -108,7 +108,7 @@ log "self-check passed"
 if [ -n "${LAYOUTS:-}" ]; then
   for processes in $LAYOUTS; do
     log "layout: $processes API processes, inputs in the HTTP body"
-    timeout 200 "$python" bench/gpu.py --device "$device" --faces-dir "$pack/faces" \
+    timeout 300 "$python" bench/gpu.py --device "$device" --faces-dir "$pack/faces" \
       "--concurrency=256,512" --group-concurrency "" --duration 8 --photos 400 \
       --api-processes "$processes" --client-processes 4 --recognizer-threads 8 --skip-accuracy \
       "${service_env[@]}" --env FACE_TRITON_TRANSPORT=binary \
@@ -133,20 +133,20 @@ set -e
 log "main run done"
 
 if [ "$SECONDS" -lt "${BINARY_BEFORE_S:-380}" ]; then
-  log "one more level with inputs in the HTTP body (FACE_TRITON_TRANSPORT=binary) against shm"
+  log "one more level with inputs through shared memory (FACE_TRITON_TRANSPORT=shm)"
   set +e
   timeout $((560 - SECONDS)) "$python" bench/gpu.py --device "$device" --faces-dir "$pack/faces" \
-    "${binary_sweep[@]}" "${service_env[@]}" --env FACE_TRITON_TRANSPORT=binary \
-    --output-json "$out/gpu_binary.json" 2>&1 | tee "$out/gpu_binary.txt"
+    "${shm_sweep[@]}" "${service_env[@]}" --env FACE_TRITON_TRANSPORT=shm \
+    --output-json "$out/gpu_shm.json" 2>&1 | tee "$out/gpu_shm.txt"
   set -e
 else
-  log "no time left for the binary-transport level"
+  log "no time left for the shared-memory level"
 fi
 log "gpu_run.sh: done in ${SECONDS}s; results in $out: $(find "$out" -type f -printf '%f ')"
 # The tool returns the end of the output: the tables again, last.
-echo "===== summary: inputs through shared memory (gpu.txt) ====="
+echo "===== summary: inputs in the HTTP body (gpu.txt) ====="
 grep -v ' INFO ' "$out/gpu.txt" || true
-if [ -f "$out/gpu_binary.txt" ]; then
-  echo "===== inputs in the HTTP body (gpu_binary.txt) ====="
-  grep -A4 '^POST /embedding' "$out/gpu_binary.txt" || true
+if [ -f "$out/gpu_shm.txt" ]; then
+  echo "===== inputs through shared memory (gpu_shm.txt) ====="
+  grep -A4 '^POST /embedding' "$out/gpu_shm.txt" || true
 fi

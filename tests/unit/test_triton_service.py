@@ -61,6 +61,8 @@ def test_server_arguments_bind_to_loopback_and_name_every_port(tmp_path: Path) -
         ({"FACE_TRITON_URL": "10.1.2.3:8000"}, "binary"),
         ({"FACE_TRITON_URL": "10.1.2.3:8000", "FACE_TRITON_TRANSPORT": "shm"}, "shm"),
         ({"FACE_TRITON_TRANSPORT": "binary"}, "binary"),
+        ({"FACE_DEVICE": "gpu"}, "binary"),  # measured faster there
+        ({"FACE_DEVICE": "gpu", "FACE_TRITON_TRANSPORT": "shm"}, "shm"),
     ],
 )
 def test_service_client_transport_follows_where_triton_is(
