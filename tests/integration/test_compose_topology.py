@@ -131,7 +131,10 @@ def test_two_api_processes_on_one_triton_and_one_postgres(
             ).json()
             assert pair["same_person"]
             assert match["similarity"] > answers[0].json()["threshold"]
-            assert match["similarity"] == pytest.approx(pair["similarity"], abs=1e-4)
+            # /face-similarity embeds both photos in one recognizer call (batch 2), /identify
+            # the probe alone: in bf16 (the recognizer's default where the CPU has it) a face's
+            # embedding alone and in a batch differ by up to ~1e-3 in cosine.
+            assert match["similarity"] == pytest.approx(pair["similarity"], abs=5e-3)
             assert match["similarity"] == pytest.approx(same_face["match"]["similarity"], abs=1e-5)
 
             key = one.post("/keys", json={"name": "reader", "scopes": ["read"]}, headers=admin)

@@ -6,6 +6,7 @@ neither format holds a key or an embedding."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -16,8 +17,15 @@ from face_service.testing.service_process import ServiceProcess
 ADMIN_KEY = "integration-admin-key-for-the-log-tests-0123"
 
 
-def log_lines(service: ServiceProcess) -> list[str]:
-    return service.log_file.read_text(encoding="utf-8").splitlines()
+def log_lines(service: ServiceProcess, *waited_for: str, timeout_s: float = 10.0) -> list[str]:
+    """The service's log lines, once each of ``waited_for`` is in them (or the timeout passed):
+    the access line is written as the response ends, which the client may see first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = service.log_file.read_text(encoding="utf-8")
+        if all(part in text for part in waited_for) or time.monotonic() > deadline:
+            return text.splitlines()
+        time.sleep(0.05)
 
 
 def test_a_client_request_id_comes_back_and_is_in_the_access_line(
@@ -36,7 +44,7 @@ def test_a_client_request_id_comes_back_and_is_in_the_access_line(
     assert missing.status_code == 404
     assert missing.json()["request_id"] == missing_id
 
-    lines = log_lines(service)
+    lines = log_lines(service, f"[{request_id}]", f"[{missing_id}]")
     [access] = [
         line for line in lines if f"[{request_id}]" in line and "face_service.access" in line
     ]
