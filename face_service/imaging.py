@@ -212,13 +212,19 @@ def fitted_canvas_side(height: int, width: int, max_side: int, min_side: int) ->
     return min(max_side, max(min_side, side))
 
 
+def fits_as_is(height: int, width: int, max_side: int, min_side: int) -> bool:
+    """Whether :func:`fitted_letterbox` takes an image of this size as it is (a copy onto its
+    canvas, no resize): its long side is within the canvas bounds."""
+    return min(min_side, max_side) <= max(height, width) <= max_side
+
+
 def fitted_letterbox(image: np.ndarray, max_side: int, min_side: int) -> Letterbox:
     """The image on the canvas :func:`fitted_canvas_side` chooses: as it is when it fits (no
     resize), else resized as :func:`letterbox` does (shrunk to ``max_side``, or enlarged to
     ``min_side``: SCRFD needs a face of ~16 canvas pixels)."""
     height, width = image.shape[:2]
     side = fitted_canvas_side(height, width, max_side, min_side)
-    if max(height, width) < min(min_side, max_side) or max(height, width) > side:
+    if not fits_as_is(height, width, max_side, min_side):
         return letterbox(image, side)
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
     canvas[:height, :width] = image

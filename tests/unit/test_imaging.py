@@ -17,6 +17,7 @@ from face_service.imaging import (
     decode_image,
     decode_scaled,
     encode_jpeg,
+    fits_as_is,
     fitted_canvas_side,
     fitted_letterbox,
     letterbox,
@@ -164,6 +165,14 @@ def test_fitted_letterbox_pads_a_photo_that_fits_and_resizes_one_that_does_not()
     assert small.canvas.shape == (160, 160, 3)
     assert small.scale == pytest.approx(1.6)
     assert (small.canvas[:80, :160] == 7).all()
+    # fits_as_is says which of them were taken as they are (the detector letterboxes those inline)
+    assert [fits_as_is(h, w, 640, 160) for h, w in ((250, 200), (1000, 500), (50, 100))] == [
+        True,
+        False,
+        False,
+    ]
+    assert fits_as_is(640, 160, 640, 160)
+    assert not fits_as_is(641, 10, 640, 160)
 
 
 def test_pad_to_square_centres_the_image() -> None:
