@@ -34,6 +34,12 @@ class FaceDetector(TritonModel):
             raise ModelConfigError(f"{self.model_name}: {error}") from error
         self.batch_size = max(1, config.max_batch_size)
         self.batched = config.max_batch_size > 0
+        # Trimmed canvases (imaging.fitted_letterbox) for CPU instances only: a GPU builds its
+        # kernels per input shape (a new shape stalled executions for seconds), so it gets
+        # the square canvases it was warmed up at.
+        self.trim_canvas = all(
+            group.kind != mc.ModelInstanceGroup.KIND_GPU for group in config.instance_group
+        )
 
     async def predict(
         self,
@@ -47,12 +53,15 @@ class FaceDetector(TritonModel):
     ) -> list[list[Face]]:
         """Faces per image, best score first, in each image's own pixel coordinates. With
         ``canvas`` "fit" each image gets its own canvas (:func:`fitted_letterbox`); images of
-        one canvas size go to the model together."""
+        one canvas shape go to the model together."""
         await self.ensure_loaded()
 
         def letterboxes() -> list[Letterbox]:
             if canvas == "fit":
-                return [fitted_letterbox(image, input_size, min_input_size) for image in images]
+                return [
+                    fitted_letterbox(image, input_size, min_input_size, trim=self.trim_canvas)
+                    for image in images
+                ]
             return [letterbox(image, input_size) for image in images]
 
         # One worker-thread hop per step and chunk, not per image: a hop costs 0.05 ms on an
@@ -63,19 +72,19 @@ class FaceDetector(TritonModel):
             boxes = letterboxes()  # a copy onto the canvas, no resize: 0.01-0.1 ms
         else:
             boxes = await asyncio.to_thread(letterboxes)
-        by_side: dict[int, list[int]] = {}
+        by_shape: dict[tuple[int, int], list[int]] = {}
         for index, box in enumerate(boxes):
-            by_side.setdefault(box.canvas.shape[0], []).append(index)
+            by_shape.setdefault(box.canvas.shape[:2], []).append(index)
         results: list[list[Face]] = [[] for _ in images]
-        for side, indices in by_side.items():
+        for shape, indices in by_shape.items():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
                 blob = await asyncio.to_thread(model_input, [boxes[i].canvas for i in chunk])
                 outputs = await self._infer(blob)
                 found = await asyncio.to_thread(
-                    lambda chunk=chunk, outputs=outputs, side=side: [
+                    lambda chunk=chunk, outputs=outputs, shape=shape: [
                         self._faces(
-                            outputs[position], boxes[index].scale, side, threshold, nms_threshold
+                            outputs[position], boxes[index].scale, shape, threshold, nms_threshold
                         )
                         for position, index in enumerate(chunk)
                     ]
@@ -99,7 +108,7 @@ class FaceDetector(TritonModel):
         self,
         image_outputs: dict[str, np.ndarray],
         scale: float,
-        input_size: int,
+        canvas_shape: tuple[int, int],
         threshold: float,
         nms_threshold: float,
     ) -> list[Face]:
@@ -107,8 +116,8 @@ class FaceDetector(TritonModel):
             [image_outputs[n] for n in self.outputs.scores],
             [image_outputs[n] for n in self.outputs.boxes],
             [image_outputs[n] for n in self.outputs.points],
-            input_height=input_size,
-            input_width=input_size,
+            input_height=canvas_shape[0],
+            input_width=canvas_shape[1],
             threshold=threshold,
         )
         boxes, points = boxes / scale, points / scale

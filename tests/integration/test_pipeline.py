@@ -13,7 +13,7 @@ from insightface.app.common import Face as InsightFace
 
 from face_service.analysis import AnalyzedImage
 from face_service.faces import cosine_similarity
-from face_service.imaging import ARCFACE_TEMPLATE, fitted_canvas_side
+from face_service.imaging import ARCFACE_TEMPLATE, fitted_canvas_shape
 from face_service.inference.client import TritonClient
 from face_service.settings import Settings
 from face_service.testing.service_process import ServiceProcess
@@ -63,9 +63,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory):
     return analysis
 
 
-def reference_faces(reference, image: np.ndarray, side: int) -> list:
-    """FaceAnalysis's detection on a ``side`` canvas, every face embedded."""
-    boxes, points = reference.det_model.detect(image, input_size=(side, side))
+def reference_faces(reference, image: np.ndarray, shape: tuple[int, int]) -> list:
+    """FaceAnalysis's detection on a canvas of ``shape`` (height, width), every face embedded."""
+    boxes, points = reference.det_model.detect(image, input_size=(shape[1], shape[0]))
     faces = []
     for box, landmarks in zip(boxes, points, strict=True):
         face = InsightFace(bbox=box[:4], kps=landmarks, det_score=box[4])
@@ -80,19 +80,26 @@ def test_parity_with_insightface_face_analysis(
     service: ServiceProcess, reference, photos: dict[str, Path], photo: str, canvas: str
 ) -> None:
     """The same faces, boxes, scores, landmarks and embeddings as FaceAnalysis on the canvas
-    the service chose: InsightFace's own 640, or the one fitted to the photo. FaceAnalysis
-    resizes every photo to fill its canvas, where the fitted canvas takes a photo that fits as it
-    is (a resize of 287 to 288 pixels already moves an embedding to cosine 0.993), so it gets
-    the photo already padded to that canvas."""
+    the service chose: InsightFace's own 640, or the one fitted to the photo (trimmed to the
+    photo's short side for one larger than 640: players, t1, gdp). FaceAnalysis resizes every
+    photo to fill its canvas, where the fitted canvas takes a photo that fits as it is (a resize
+    of 287 to 288 pixels already moves an embedding to cosine 0.993), so it gets the photo
+    already padded to that canvas."""
     image = cv2.imread(str(photos[photo]))
-    side = 640
+    shape = (640, 640)
     if canvas == "fit":
-        side = fitted_canvas_side(*image.shape[:2], 640, Settings().detector_min_input_size)
-        if max(image.shape[:2]) <= side:
+        minimum = Settings().detector_min_input_size
+        shape = fitted_canvas_shape(*image.shape[:2], 640, minimum, trim=True)
+        if max(image.shape[:2]) <= max(shape):
             image = cv2.copyMakeBorder(
-                image, 0, side - image.shape[0], 0, side - image.shape[1], cv2.BORDER_CONSTANT
+                image,
+                0,
+                shape[0] - image.shape[0],
+                0,
+                shape[1] - image.shape[1],
+                cv2.BORDER_CONSTANT,
             )
-    expected = reference_faces(reference, image, side)
+    expected = reference_faces(reference, image, shape)
     assert expected, "the reference found no face"
     found = analyze_over_triton(service, photos[photo], canvas=canvas, max_size=640).faces
     assert len(found) == len(expected)

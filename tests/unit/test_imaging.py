@@ -18,6 +18,7 @@ from face_service.imaging import (
     decode_scaled,
     encode_jpeg,
     fits_as_is,
+    fitted_canvas_shape,
     fitted_canvas_side,
     fitted_letterbox,
     letterbox,
@@ -148,6 +149,35 @@ def test_fitted_canvas_is_the_smallest_multiple_of_32_within_the_bounds(
     height: int, width: int, side: int
 ) -> None:
     assert fitted_canvas_side(height, width, 640, 160) == side
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "shape"),
+    [
+        (800, 1237, (416, 640)),  # players.jpg: 640x413 on a 416-deep canvas, 65% of the square
+        (665, 500, (640, 512)),  # portrait: 481 wide -> 512
+        (886, 1280, (448, 640)),
+        (250, 250, (256, 256)),  # fits: the square canvases compiled at load
+        (300, 600, (608, 608)),  # fits too (long side within 640): square, as it is
+        (641, 100, (640, 128)),
+    ],
+)
+def test_trimmed_canvas_of_a_photo_larger_than_the_limit_ends_at_its_short_side(
+    height: int, width: int, shape: tuple[int, int]
+) -> None:
+    boxed = fitted_letterbox(np.full((height, width, 3), 7, np.uint8), 640, 160, trim=True)
+    assert boxed.canvas.shape[:2] == shape
+    assert fitted_canvas_shape(height, width, 640, 160, trim=True) == shape
+    assert fitted_canvas_shape(height, width, 640, 160, trim=False) == (max(shape), max(shape))
+    # The photo keeps InsightFace's resize: its long side fills the canvas, the rest is black.
+    new_height, new_width = round(height * boxed.scale), round(width * boxed.scale)
+    assert (boxed.canvas[: new_height - 1, : new_width - 1] == 7).all()
+    assert not boxed.canvas[new_height + 1 :].any()
+    assert not boxed.canvas[:, new_width + 1 :].any()
+    # Untrimmed (a GPU model's warmed squares): the same resize on the square.
+    square = fitted_letterbox(np.full((height, width, 3), 7, np.uint8), 640, 160)
+    assert square.canvas.shape[0] == square.canvas.shape[1] == max(shape)
+    assert square.scale == boxed.scale
 
 
 def test_fitted_letterbox_pads_a_photo_that_fits_and_resizes_one_that_does_not() -> None:

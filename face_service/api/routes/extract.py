@@ -23,6 +23,7 @@ from face_service.api.schemas.extract import (
     ExtractPublic,
     TimingsPublic,
 )
+from face_service.api.schemas.faces import embedding_values
 from face_service.api.uploads import (
     read_extract_json,
     read_multipart,
@@ -195,7 +196,7 @@ async def store_records(
                 bbox=[round(float(v), 2) for v in face.bbox],
                 det_score=round(face.det_score, 5),
                 landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
-                embedding=None if face.embedding is None else [float(v) for v in face.embedding],
+                embedding=None if face.embedding is None else embedding_values(face.embedding),
             )
             for face in result.faces
         ]

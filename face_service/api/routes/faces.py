@@ -16,6 +16,7 @@ from face_service.api.schemas.faces import (
     FacePublic,
     MinQualityForm,
     SimilarityPublic,
+    embedding_values,
 )
 from face_service.api.uploads import read_image, require_multipart
 from face_service.faces import cosine_similarity
@@ -51,7 +52,7 @@ async def embedding(
             [(data, "image")], auto_rotate=auto_rotate, min_quality=min_quality
         )
     return EmbeddingPublic(
-        embedding=[float(v) for v in face.embedding],
+        embedding=embedding_values(face.embedding),
         face=FacePublic.from_face(face),
         faces_detected=count,
     )

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pydantic import BaseModel, ConfigDict, Field
 
 from face_service.analysis import AnalysisOptions, AnalyzedImage, Timings
-from face_service.api.schemas.faces import FacePublic
+from face_service.api.schemas.faces import FacePublic, embedding_values
 from face_service.faces import Face, face_size
 
 
@@ -51,7 +51,7 @@ class ExtractedFacePublic(BaseModel):
             bbox=public.bbox,
             det_score=public.det_score,
             landmarks=public.landmarks if landmarks else None,
-            embedding=None if face.embedding is None else [float(v) for v in face.embedding],
+            embedding=None if face.embedding is None else embedding_values(face.embedding),
             embedding_norm=None if face.embedding_norm is None else round(face.embedding_norm, 4),
             face_size=round(face_size(face), 2),
             crop=crop,
