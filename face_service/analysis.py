@@ -73,7 +73,9 @@ class AnalysisOptions(BaseModel):
     canvas: Literal["fit", "fixed"] = like_setting(
         "detector_canvas",
         "'fit': the smallest square canvas (multiple of 32) holding the image, between "
-        "min_canvas_size and max_size; 'fixed': always max_size. Default FACE_DETECTOR_CANVAS",
+        "min_canvas_size and max_size (a larger image: shrunk to max_size, on a canvas trimmed "
+        "to its short side where the models run on CPU); 'fixed': always max_size. Default "
+        "FACE_DETECTOR_CANVAS",
     )
     min_canvas_size: int = like_setting(
         "detector_min_input_size",
