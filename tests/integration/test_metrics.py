@@ -85,9 +85,10 @@ def test_real_requests_move_the_metrics_by_exactly_what_they_did(
     # Triton's own statistics: one detector request for /embedding and one per canvas shape for
     # /extract (its photos go through the detector together when their canvases match: gdp's
     # 640x512 and t1's 448x640, trimmed to their short sides, do not) and the three recognizer
-    # calls above, inputs counted per image/face. Triton records a request's statistics as it releases the request,
-    # which can come just after its answer reached the API: read them again until both models
-    # show this test's requests (a few seconds at most), then compare exactly.
+    # calls above, inputs counted per image/face. Triton records a request's statistics as it
+    # releases the request, which can come just after its answer reached the API: read them
+    # again until both models show this test's requests (a few seconds at most), then compare
+    # exactly.
     requests = {DETECTOR_MODEL: 3, RECOGNIZER_MODEL: 3}
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(
