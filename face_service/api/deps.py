@@ -16,15 +16,17 @@ from pipeline import FacePipeline
 from triton_service import TritonService
 
 
-def get_pipeline(request: Request) -> FacePipeline:
+# async def throughout: FastAPI runs a plain def dependency in a worker thread, a hop per
+# dependency and request (four for /embedding) for what is a read of the app's state.
+async def get_pipeline(request: Request) -> FacePipeline:
     return request.app.state.pipeline
 
 
-def get_enrollment(request: Request) -> Enrollment:
+async def get_enrollment(request: Request) -> Enrollment:
     return request.app.state.enrollment
 
 
-def get_admission(request: Request) -> AdmissionLimiter:
+async def get_admission(request: Request) -> AdmissionLimiter:
     return request.app.state.admission
 
 
@@ -36,19 +38,19 @@ async def admitted(request: Request) -> AsyncIterator[None]:
         yield
 
 
-def get_identification(request: Request) -> Identification:
+async def get_identification(request: Request) -> Identification:
     return request.app.state.identification
 
 
-def get_gallery(request: Request) -> Gallery:
+async def get_gallery(request: Request) -> Gallery:
     return request.app.state.gallery
 
 
-def get_triton(request: Request) -> TritonService:
+async def get_triton(request: Request) -> TritonService:
     return request.app.state.triton
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

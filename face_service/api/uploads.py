@@ -27,7 +27,8 @@ ACCEPTED_IMAGE_TYPES = ("image/", "application/octet-stream")
 Options = TypeVar("Options", bound=BaseModel)
 
 
-def require_multipart(request: Request) -> None:
+async def require_multipart(request: Request) -> None:
+    # async: a plain def dependency would run in a worker thread (deps.py)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise UnsupportedMediaTypeError(
@@ -36,10 +37,10 @@ def require_multipart(request: Request) -> None:
         )
 
 
-def require_multipart_or_json(request: Request) -> None:
+async def require_multipart_or_json(request: Request) -> None:
     """For routes that also take their images as base64 in a JSON body (/extract)."""
     if not request.headers.get("content-type", "").startswith("application/json"):
-        require_multipart(request)
+        await require_multipart(request)
 
 
 def check_image_type(content_type: str | None, field: str) -> None:

@@ -71,7 +71,7 @@ class OpenvinoRuntime:
     medians: SCRFD 256x256 2.3 ms static vs 5.9 ms dynamic, MobileFaceNet batch 1 5.5 vs 8.6 ms;
     batch 16 86.7 vs 86.8). Compiling takes 150-300 ms a shape, so it happens at load, never in a
     request, and OpenVINO's model cache (``cache_directory``) makes it an import at the next
-    start."""
+    start. A batch of two or more runs in slices, one per thread (:meth:`_run_sliced`)."""
 
     def __init__(
         self, model_file: Path, parameters: Mapping[str, str], output_names: Sequence[str]
@@ -103,6 +103,26 @@ class OpenvinoRuntime:
         self.static: dict[Shape, Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]] = {}
         for shape in parse_shapes(parameters.get("static_shapes", "")):
             self.static[shape] = self._compile_static(shape)
+        # A batch of two or more runs as one slice per thread, each slice on its own stream of
+        # one thread, all at once, instead of every thread sharing each layer of the whole batch:
+        # no thread waits for another between layers (2 cores, MobileFaceNet bf16, medians of
+        # interleaved runs: CPU a face 8.2-9.1 ms vs 9.3-10.6 for batches 2-22, wall 4-10%
+        # shorter).
+        threads = threads or os.cpu_count() or 1
+        self.slices: list[Any] = []
+        if threads > 1:
+            streamed = self.core.compile_model(
+                str(model_file),
+                "CPU",
+                {
+                    **self.properties,
+                    "PERFORMANCE_HINT": "THROUGHPUT",
+                    "NUM_STREAMS": threads,
+                    "INFERENCE_NUM_THREADS": threads,
+                },
+            )
+            self.slices = [streamed.create_infer_request() for _ in range(threads)]
+            self.slice_outputs = [streamed.output(name) for name in self.output_names]
 
     def _compile_static(
         self, shape: Shape
@@ -126,7 +146,26 @@ class OpenvinoRuntime:
 
     def run(self, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         shape = tuple(feed[self.input_name].shape)
-        return self.static.get(shape, self.dynamic)(feed)
+        if shape in self.static:
+            return self.static[shape](feed)
+        if self.slices and shape[0] > 1:
+            return self._run_sliced(feed, shape[0])
+        return self.dynamic(feed)
+
+    def _run_sliced(self, feed: Mapping[str, np.ndarray], batch: int) -> list[np.ndarray]:
+        bounds = np.linspace(0, batch, min(batch, len(self.slices)) + 1).astype(int)
+        started = []
+        for request, start, stop in zip(self.slices, bounds[:-1], bounds[1:], strict=False):
+            request.start_async(
+                {name: value[start:stop] for name, value in feed.items()}, share_inputs=True
+            )
+            started.append(request)
+        for request in started:
+            request.wait()
+        return [
+            np.concatenate([request.get_tensor(output).data for request in started])
+            for output in self.slice_outputs
+        ]
 
 
 RUNTIMES: dict[str, Callable[[Path, Mapping[str, str], Sequence[str]], Runtime]] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from types import SimpleNamespace
 
 from face_service.api import deps as dependencies
@@ -18,10 +20,17 @@ def test_dependencies_read_the_app_state() -> None:
         settings="s",
     )
     request = SimpleNamespace(app=SimpleNamespace(state=state))
-    assert dependencies.get_pipeline(request) == "p"
-    assert dependencies.get_enrollment(request) == "e"
-    assert dependencies.get_admission(request) == "a"
-    assert dependencies.get_identification(request) == "i"
-    assert dependencies.get_gallery(request) == "the gallery"
-    assert dependencies.get_triton(request) == "t"
-    assert dependencies.get_app_settings(request) == "s"
+    expected = {
+        dependencies.get_pipeline: "p",
+        dependencies.get_enrollment: "e",
+        dependencies.get_admission: "a",
+        dependencies.get_identification: "i",
+        dependencies.get_gallery: "the gallery",
+        dependencies.get_triton: "t",
+        dependencies.get_app_settings: "s",
+    }
+    for dependency, value in expected.items():
+        # async: FastAPI runs a plain def dependency in a worker thread, a hop per dependency
+        # and request for a lookup of an attribute
+        assert inspect.iscoroutinefunction(dependency)
+        assert asyncio.run(dependency(request)) == value
