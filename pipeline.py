@@ -137,8 +137,14 @@ class FacePipeline:
             self.accept_crops(images)
         else:
             mark = time.perf_counter()
-            await self.detect(images, options.detection(), auto_rotate=options.auto_rotate)
-            self.choose(images, choose or _selection(options))
+            chooser = choose or _selection(options)
+            await self.detect(
+                images,
+                options.detection(),
+                auto_rotate=options.auto_rotate,
+                embed_chosen=chooser if options.return_embedding else None,
+            )
+            self.choose(images, chooser)
             timings.detect = _ms_since(mark)
         mark = time.perf_counter()
         await self.embed(
@@ -226,10 +232,13 @@ class FacePipeline:
         options: DetectionOptions | None = None,
         *,
         auto_rotate: bool = False,
+        embed_chosen: Chooser | None = None,
     ) -> None:
         """Sets the faces of every usable image, best score first, in the image's own pixels;
         with ``auto_rotate``, those of an image that looks turned from the orientation in which
-        they look most upright."""
+        they look most upright. The orientation check embeds each image's lead face; with
+        ``embed_chosen`` the faces that chooser will keep go into the same recognizer call, so
+        that an upright photo (nearly every one) needs no second call."""
         usable = [image for image in images if image.usable]
         if not usable:
             return
@@ -238,9 +247,7 @@ class FacePipeline:
         for image, faces in zip(usable, found, strict=True):
             image.faces = faces
         if auto_rotate:
-            await self._embed_leads(
-                [(image.image, lead) for image in usable if (lead := lead_face(image.faces))]
-            )
+            await self._embed_leads(self._leads_and_chosen(usable, embed_chosen))
             turned = [image for image in usable if _looks_turned(image.faces)]
             if turned:
                 await self._search_orientations(turned, options)
@@ -272,9 +279,29 @@ class FacePipeline:
             found[i] = faces
         return found
 
+    def _leads_and_chosen(
+        self, images: Sequence[AnalyzedImage], chooser: Chooser | None
+    ) -> list[tuple[np.ndarray, Face]]:
+        """(image, face) for each image's lead face and, with ``chooser``, the faces it keeps;
+        only the leads when the chosen faces are more than one request may embed (embed()
+        refuses those requests)."""
+        leads: list[tuple[np.ndarray, Face]] = []
+        chosen: list[tuple[np.ndarray, Face]] = []
+        for image in images:
+            lead = lead_face(image.faces)
+            if lead is not None:
+                leads.append((image.image, lead))
+            try:
+                kept = chooser(image) if chooser else []
+            except FaceServiceError:  # choose() records it; the lead still says the orientation
+                kept = []
+            chosen += [(image.image, face) for face in kept if face is not lead]
+        pairs = leads + chosen
+        return leads if len(pairs) > self.settings.max_faces_per_request else pairs
+
     async def _embed_leads(self, leads: Sequence[tuple[np.ndarray, Face]]) -> None:
-        """Embeds each (image, lead face) in one recognizer call: the lead's norm says whether
-        the image is upright. embed() does not embed these faces again."""
+        """Embeds each (image, face) in one recognizer call: a lead's norm says whether the image
+        is upright. embed() does not embed these faces again."""
         if not leads:
             return
         crops = await asyncio.to_thread(

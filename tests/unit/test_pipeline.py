@@ -38,9 +38,9 @@ def test_analyze_reports_each_image_and_batches_detection_and_embedding() -> Non
     assert (images[0].width, images[0].height, images[0].channels) == (160, 120, 3)
     # One detector call for the two readable images.
     assert [count for count, _ in pipeline.detector.calls] == [2]  # type: ignore[attr-defined]
-    # One recognizer batch for the two images' lead faces (the orientation check: their norms say
-    # whether the images are upright), one for the other three faces.
-    assert pipeline.recognizer.batches == [2, 3]  # type: ignore[attr-defined]
+    # One recognizer batch for all five faces: the two images' lead faces (the orientation
+    # check: their norms say whether the images are upright) with the three others kept.
+    assert pipeline.recognizer.batches == [5]  # type: ignore[attr-defined]
     assert all(face.embedding is not None for face in images[3].faces)
     assert images[3].faces[0].embedding_norm == 20.0
     assert timings.total >= timings.embed
@@ -152,6 +152,8 @@ def test_more_faces_than_a_request_may_embed_is_a_422_before_any_is_embedded() -
     assert pipeline.recognizer.batches == [2]  # type: ignore[attr-defined]
     images, _ = asyncio.run(pipeline.analyze([png(2), png(3)], pipeline.options(limit_faces=2)))
     assert [len(image.faces) for image in images] == [2, 2]
+    # Within the limit, the kept faces go with the leads: one call of 2 leads + 2 others.
+    assert pipeline.recognizer.batches == [2, 4]  # type: ignore[attr-defined]
 
 
 def test_min_quality_rejects_faces_whose_embedding_norm_is_below_it() -> None:
