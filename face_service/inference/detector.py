@@ -4,7 +4,8 @@ each image's own pixels out, through :mod:`face_service.inference.scrfd`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
@@ -15,6 +16,16 @@ from face_service.imaging import Letterbox, fits_as_is, fitted_letterbox, letter
 from face_service.inference.models import TritonModel, model_input
 from face_service.inference.names import DETECTOR_MODEL
 from face_service.inference.scrfd import ScrfdLayoutError, decode_scrfd, group_outputs, nms
+
+# Canvas pixels of a chunk whose pixel layout and post-processing run on the event loop, not in
+# a worker thread (see FaceDetector.predict): a 320x320 canvas or less.
+INLINE_PIXELS = 320 * 320
+
+T = TypeVar("T")
+
+
+async def _run(inline: bool, work: Callable[[], T]) -> T:
+    return work() if inline else await asyncio.to_thread(work)
 
 
 class FaceDetector(TritonModel):
@@ -64,9 +75,10 @@ class FaceDetector(TritonModel):
                 ]
             return [letterbox(image, input_size) for image in images]
 
-        # One worker-thread hop per step and chunk, not per image: a hop costs 0.05 ms on an
-        # idle event loop (more when the cores are busy), as much as the small work it carries
-        # for a 250x250 photo (letterbox 0.01 ms, model_input 0.1 ms, anchors and NMS 0.1 ms).
+        # One worker-thread hop per step and chunk, not per image, and none for a chunk of at
+        # most INLINE_PIXELS: a hop costs 0.05 ms on an idle event loop (more when the cores are
+        # busy), as much as the small work it carries for a 250x250 photo (letterbox 0.01 ms,
+        # model_input 0.1 ms, anchors and NMS 0.1 ms).
         single = images[0].shape[:2] if len(images) == 1 else None
         if canvas == "fit" and single and fits_as_is(*single, input_size, min_input_size):
             boxes = letterboxes()  # a copy onto the canvas, no resize: 0.01-0.1 ms
@@ -79,15 +91,19 @@ class FaceDetector(TritonModel):
         for shape, indices in by_shape.items():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                blob = await asyncio.to_thread(model_input, [boxes[i].canvas for i in chunk])
+                inline = len(chunk) * shape[0] * shape[1] <= INLINE_PIXELS
+                blob = await _run(
+                    inline, lambda chunk=chunk: model_input([boxes[i].canvas for i in chunk])
+                )
                 outputs = await self._infer(blob)
-                found = await asyncio.to_thread(
+                found = await _run(
+                    inline,
                     lambda chunk=chunk, outputs=outputs, shape=shape: [
                         self._faces(
                             outputs[position], boxes[index].scale, shape, threshold, nms_threshold
                         )
                         for position, index in enumerate(chunk)
-                    ]
+                    ],
                 )
                 for index, faces in zip(chunk, found, strict=True):
                     results[index] = faces

@@ -15,6 +15,10 @@ from face_service.imaging import ARCFACE_SIZE
 from face_service.inference.models import TritonModel, model_input, parameter
 from face_service.inference.names import RECOGNIZER_MODEL
 
+# Crops laid out for the model on the event loop rather than in a worker thread: 0.03 ms a crop
+# (2 cores), while a hop to a worker thread costs 0.05 ms on an idle loop and more on a busy one.
+INLINE_CROPS = 2
+
 
 class FaceRecognizer(TritonModel):
     model_name = RECOGNIZER_MODEL
@@ -57,7 +61,10 @@ class FaceRecognizer(TritonModel):
         for start in range(0, len(crops), self.batch_size):
             chunk = list(crops[start : start + self.batch_size])
             metrics.RECOGNIZER_BATCH_SIZE.observe(len(chunk))
-            blob = await asyncio.to_thread(model_input, chunk)
+            if len(chunk) <= INLINE_CROPS:
+                blob = model_input(chunk)
+            else:
+                blob = await asyncio.to_thread(model_input, chunk)
             outputs = await self.client.infer(
                 self.model_name, {self.input_name: blob}, [self.output_name]
             )
