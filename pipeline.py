@@ -34,14 +34,12 @@ from face_service.errors import (
     TooManyFacesError,
 )
 from face_service.faces import (
-    AS_SENT_NORM_MARGIN,
-    ORIENTATION_NORM_TRIGGER,
     DetectionOptions,
     Face,
     lead_face,
-    likely_turned,
+    looks_turned,
     most_prominent,
-    orientation_score,
+    most_upright,
     select_faces,
     whole_crop_face,
 )
@@ -138,14 +136,15 @@ class FacePipeline:
         else:
             mark = time.perf_counter()
             chooser = choose or _selection(options)
-            await self.detect(
+            embedded_ms = await self.detect(
                 images,
                 options.detection(),
                 auto_rotate=options.auto_rotate,
                 embed_chosen=chooser if options.return_embedding else None,
             )
             self.choose(images, chooser)
-            timings.detect = _ms_since(mark)
+            timings.detect = _ms_since(mark) - embedded_ms
+            timings.embed = embedded_ms
         mark = time.perf_counter()
         await self.embed(
             images,
@@ -153,7 +152,7 @@ class FacePipeline:
             keep_crops=options.return_face_crops,
             aligned=options.embed_only,
         )
-        timings.embed = _ms_since(mark)
+        timings.embed += _ms_since(mark)
         if options.min_quality and options.return_embedding:
             drop_poor_faces(images, options.min_quality)
         if not options.return_embedding:  # the orientation check embeds lead faces regardless
@@ -233,24 +232,29 @@ class FacePipeline:
         *,
         auto_rotate: bool = False,
         embed_chosen: Chooser | None = None,
-    ) -> None:
+    ) -> float:
         """Sets the faces of every usable image, best score first, in the image's own pixels;
         with ``auto_rotate``, those of an image that looks turned from the orientation in which
         they look most upright. The orientation check embeds each image's lead face; with
         ``embed_chosen`` the faces that chooser will keep go into the same recognizer call, so
-        that an upright photo (nearly every one) needs no second call."""
+        that an upright photo (nearly every one) needs no second call. Returns the milliseconds
+        that call took (the callers report them as embedding time)."""
         usable = [image for image in images if image.usable]
         if not usable:
-            return
+            return 0.0
         options = options or self.options().detection()
         found = await self._detect([image.image for image in usable], options)
         for image, faces in zip(usable, found, strict=True):
             image.faces = faces
-        if auto_rotate:
-            await self._embed_leads(self._leads_and_chosen(usable, embed_chosen))
-            turned = [image for image in usable if _looks_turned(image.faces)]
-            if turned:
-                await self._search_orientations(turned, options)
+        if not auto_rotate:
+            return 0.0
+        started = time.perf_counter()
+        await self._embed_leads(self._leads_and_chosen(usable, embed_chosen))
+        embedded_ms = _ms_since(started)
+        turned = [image for image in usable if looks_turned(image.faces)]
+        if turned:
+            await self._search_orientations(turned, options)
+        return embedded_ms
 
     async def _detect(
         self, images: Sequence[np.ndarray], options: DetectionOptions
@@ -334,7 +338,7 @@ class FacePipeline:
                     leads.append((canvas, lead))
         await self._embed_leads(leads)
         for index, image in enumerate(images):
-            degrees = _most_upright(
+            degrees = most_upright(
                 {0: image.faces, **{d: found[index] for d, found in turns.items()}}
             )
             if degrees == 0:
@@ -465,29 +469,6 @@ def to_file_pixels(images: Sequence[AnalyzedImage]) -> None:
             face.bbox = face.bbox / image.scale
             face.landmarks = face.landmarks / image.scale
         image.width, image.height = image.file_size
-
-
-def _looks_turned(faces: Sequence[Face]) -> bool:
-    """Worth searching the other orientations: faces.likely_turned, or the lead face embeds
-    with a norm below ORIENTATION_NORM_TRIGGER (an upside-down face SCRFD scored well)."""
-    lead = lead_face(faces)
-    if likely_turned(faces) or lead is None or lead.embedding_norm is None:
-        return True
-    return lead.embedding_norm < ORIENTATION_NORM_TRIGGER
-
-
-def _most_upright(found: dict[int, list[Face]]) -> int:
-    """The turn, of those in ``found`` (0: as sent), whose lead face has the largest embedding
-    norm, 0 ahead by AS_SENT_NORM_MARGIN; with no lead face anywhere, the highest summed score."""
-    norms = {}
-    for degrees, faces in found.items():
-        lead = lead_face(faces)
-        if lead is not None and lead.embedding_norm is not None:
-            norms[degrees] = lead.embedding_norm + (AS_SENT_NORM_MARGIN if degrees == 0 else 0.0)
-    if norms:
-        return max(norms, key=lambda degrees: norms[degrees])
-    scores = {degrees: orientation_score(faces) for degrees, faces in found.items()}
-    return max(scores, key=lambda degrees: (scores[degrees], degrees == 0))
 
 
 def _prominent(image: AnalyzedImage) -> list[Face]:

@@ -142,3 +142,26 @@ def whole_crop_face() -> Face:
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def looks_turned(faces: Sequence[Face]) -> bool:
+    """Worth searching the other orientations: likely_turned, or the lead face embeds
+    with a norm below ORIENTATION_NORM_TRIGGER (an upside-down face SCRFD scored well)."""
+    lead = lead_face(faces)
+    if likely_turned(faces) or lead is None or lead.embedding_norm is None:
+        return True
+    return lead.embedding_norm < ORIENTATION_NORM_TRIGGER
+
+
+def most_upright(found: dict[int, list[Face]]) -> int:
+    """The turn, of those in ``found`` (0: as sent), whose lead face has the largest embedding
+    norm, 0 ahead by AS_SENT_NORM_MARGIN; with no lead face anywhere, the highest summed score."""
+    norms = {}
+    for degrees, faces in found.items():
+        lead = lead_face(faces)
+        if lead is not None and lead.embedding_norm is not None:
+            norms[degrees] = lead.embedding_norm + (AS_SENT_NORM_MARGIN if degrees == 0 else 0.0)
+    if norms:
+        return max(norms, key=lambda degrees: norms[degrees])
+    scores = {degrees: orientation_score(faces) for degrees, faces in found.items()}
+    return max(scores, key=lambda degrees: (scores[degrees], degrees == 0))

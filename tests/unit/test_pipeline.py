@@ -17,10 +17,10 @@ from face_service.errors import (
     NoFaceError,
     TooManyFacesError,
 )
-from face_service.faces import Face
+from face_service.faces import Face, looks_turned, most_upright
 from face_service.imaging import ARCFACE_TEMPLATE, unrotate_box, unrotate_points
 from face_service.settings import Settings
-from pipeline import _looks_turned, _most_upright, drop_poor_faces
+from pipeline import drop_poor_faces
 from tests.fakes import fake_pipeline, png
 
 # ---------------------------------------------------------------- the coordinator, without Triton
@@ -195,20 +195,20 @@ def face(norm: float | None, *, score: float = 0.8, sideways: bool = False) -> F
 def test_an_upright_looking_face_with_a_low_norm_is_searched() -> None:
     """SCRFD draws an upside-down face's landmarks as if upright and may score it 0.7 or more:
     only the embedding's norm gives it away."""
-    assert not _looks_turned([face(24.0)])
-    assert _looks_turned([face(15.0)])
-    assert _looks_turned([face(24.0, score=0.5)])
-    assert _looks_turned([face(24.0, sideways=True)])
+    assert not looks_turned([face(24.0)])
+    assert looks_turned([face(15.0)])
+    assert looks_turned([face(24.0, score=0.5)])
+    assert looks_turned([face(24.0, sideways=True)])
 
 
 def test_the_orientation_kept_is_the_one_whose_lead_face_has_the_largest_norm() -> None:
     # Upside down as sent (norm 15), upright turned 180 (24); sideways faces never lead.
     found = {0: [face(15.0)], 90: [face(30.0, sideways=True)], 180: [face(24.0)], 270: []}
-    assert _most_upright(found) == 180
+    assert most_upright(found) == 180
     # A damaged upright photo: a turn must beat the photo as sent by AS_SENT_NORM_MARGIN (1).
-    assert _most_upright({0: [face(16.0)], 90: [face(16.8)], 180: [], 270: []}) == 0
+    assert most_upright({0: [face(16.0)], 90: [face(16.8)], 180: [], 270: []}) == 0
     # No lead face anywhere: the highest summed score, as sent on a tie.
     sideways = {0: [face(None, score=0.6, sideways=True)], 90: [], 180: [], 270: []}
-    assert _most_upright(sideways) == 0
+    assert most_upright(sideways) == 0
     sideways[270] = [face(None, score=0.9, sideways=True)]
-    assert _most_upright(sideways) == 270
+    assert most_upright(sideways) == 270
