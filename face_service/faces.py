@@ -1,5 +1,6 @@
 """Faces as the service passes them around, and the pure rules that pick among them: which face is
-the subject of a photo, which faces a request asked for, how similar two embeddings are.
+the subject of a photo, which faces a request asked for, whether a photo looks turned, how
+similar two embeddings are.
 
 Plain data and arithmetic on numpy arrays: nothing here talks to Triton or reads a request, so
 that every package can use a :class:`Face` without importing the pipeline.
