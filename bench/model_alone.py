@@ -38,12 +38,13 @@ class ModelAlone:
             self.input_names[name] = spec.inputs[0].name
 
     def detector_input(self, photo: bytes) -> np.ndarray:
-        """The (1, 3, S, S) pixels the service gives the detector for this photo."""
+        """The (1, 3, H, W) pixels the service gives the detector for this photo (its models run
+        on CPU instances: a photo larger than the canvas limit gets a trimmed canvas)."""
         image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
         settings = self.settings
         if settings.detector_canvas == "fit":
             box = fitted_letterbox(
-                image, settings.detector_input_size, settings.detector_min_input_size
+                image, settings.detector_input_size, settings.detector_min_input_size, trim=True
             )
         else:
             box = letterbox(image, settings.detector_input_size)
