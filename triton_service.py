@@ -325,8 +325,10 @@ class TritonService:
     async def watch(self) -> None:
         """The watchdog: every ``triton_probe_interval_s`` a liveness probe (within
         ``health_timeout_s``). A probe that fails marks Triton down (requests fail fast); a local
-        server that has exited, or has not answered for ``triton_unresponsive_s``, is killed
-        (its whole process group) and restarted. Triton is marked up once it is ready again."""
+        server that has exited, or has not answered for ``triton_unresponsive_s``, or one of
+        whose models lost its stub process (TritonClient.broken_model: Triton does not start it
+        again), is killed (its whole process group) and restarted. Triton is marked up once it
+        is ready again."""
         settings, client, server = self.settings, self.client, self.server
         loop = asyncio.get_running_loop()
         silent_since: float | None = None
@@ -341,9 +343,13 @@ class TritonService:
                 probe_started = loop.time()
                 if await client.server_live():
                     silent_since = None
-                    if client.down and await client.server_ready():
-                        client.mark_up()
-                    continue
+                    if client.broken_model is not None and server is not None:
+                        why = f"the process that runs model {client.broken_model!r} died"
+                        client.mark_down(f"{why}; restarting the inference server")
+                    else:
+                        if client.down and await client.server_ready():
+                            client.mark_up()
+                        continue
                 silent_since = probe_started if silent_since is None else silent_since
                 silent_s = loop.time() - silent_since
                 client.mark_down(f"the inference server has not answered for {silent_s:.0f} s")
@@ -393,7 +399,10 @@ class TritonService:
         triton, *ready = await asyncio.gather(
             self.client.server_ready(), *(self.client.model_ready(name) for name in MODEL_NAMES)
         )
-        models = {name: triton and up for name, up in zip(MODEL_NAMES, ready, strict=True)}
+        models = {
+            name: triton and up and name != self.client.broken_model
+            for name, up in zip(MODEL_NAMES, ready, strict=True)
+        }
         reason = None
         if not triton:
             reason = "the inference server is not ready"

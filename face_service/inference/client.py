@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Literal
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 _TRITON_ERRORS = (aiohttp.ClientError, InferenceServerException, TimeoutError, OSError)
 # Triton's answer (404) for a region it does not know, e.g. after a restart.
 _UNKNOWN_REGION = "Unable to find shared memory region"
+# Triton's answer (500) for every request of a model whose python-backend stub process died, e.g.
+# "Stub process 'face_recognizer_0_0' is not healthy."; it never starts the stub again itself.
+_DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
 # aiohttp asks for gzip by default; Triton then compresses ~1 MB of detector outputs per call and
 # the client inflates them on the event loop: 3x slower than plain binary tensors on loopback.
 _NO_COMPRESSION = {"Accept-Encoding": "identity"}
@@ -75,6 +79,9 @@ class TritonClient:
         self.transport = transport
         self.control_key = control_key
         self.down_reason: str | None = None  # set while Triton is known to be down
+        # A model whose python-backend stub process died (killed, out of memory): Triton keeps
+        # it "ready" and fails each of its requests, so the watchdog restarts the server.
+        self.broken_model: str | None = None
         # The deadlines of the calls in flight: mark_down() moves them to now.
         self._in_flight: set[asyncio.Timeout] = set()
         self.shm_prefix = f"face_{os.getpid()}_{secrets.token_hex(4)}"
@@ -103,6 +110,7 @@ class TritonClient:
         if self.down_reason is not None:
             logger.info("Triton is back: requests go through again")
         self.down_reason = None
+        self.broken_model = None
 
     def _fail_fast(self) -> None:
         if self.down_reason is not None:
@@ -187,7 +195,11 @@ class TritonClient:
                 f"model {model!r} did not answer within {self.timeout_s:.0f} s"
             ) from error
         except (*_TRITON_ERRORS, SharedMemoryException) as error:
+            if _DEAD_STUB.search(str(error)):
+                self.broken_model = model
             raise ModelUnavailableError(f"model {model!r} is not available: {error}") from error
+        if self.broken_model == model:  # an external Triton that was restarted by others
+            self.broken_model = None
         return {name: result.as_numpy(name) for name in outputs}
 
     async def _infer(

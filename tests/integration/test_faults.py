@@ -1,9 +1,9 @@
 """Faults detected and healed, on real service instances of their own under a bounded load:
-a frozen Triton (SIGSTOP) resumed or killed and restarted, a Triton killed with SIGKILL, and an
-API killed with SIGKILL leaving no process and no /dev/shm region behind; and Triton's control
-APIs closed to everyone but the service. Every answer under
-load is 200 or 503 (with Retry-After), /health answers within its bound, and the service is back
-within 10 s. Each test logs its figures (``--log-cli-level=WARNING`` shows them)."""
+a frozen Triton (SIGSTOP) resumed or killed and restarted, a Triton or a model's stub process
+killed with SIGKILL, and an API killed with SIGKILL leaving no process and no /dev/shm region
+behind; and Triton's control APIs closed to everyone but the service. Every answer under load is
+200 or 503 (with Retry-After), /health answers within its bound, and the service is back within
+BACK_WITHIN_S. Each test logs its figures (``--log-cli-level=WARNING`` shows them)."""
 
 from __future__ import annotations
 
@@ -245,3 +245,35 @@ def test_triton_control_apis_refuse_requests_without_the_service_key(
     assert len(key) >= 24
     logs = instance.log_file.read_text() + (instance.work_dir / "triton" / "triton.log").read_text()
     assert key not in logs
+
+
+def test_a_killed_model_process_is_healed_by_restarting_triton(
+    instance: ServiceProcess, photo: bytes
+) -> None:
+    """Triton's python backend does not start a model's stub process again once it died (killed,
+    out of memory): the model stays "ready" and fails every request. The service reports the
+    model not ready, answers 503, and restarts Triton."""
+    instance.wait_healthy(60)
+    api_pid = instance.process.pid if instance.process else 0
+    stubs = service_stubs(api_pid)
+    assert len(stubs) == 2, stubs  # one stub process per model
+    recognizer = [
+        pid for pid in stubs if b"face_recognizer" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(recognizer) == 1, recognizer
+    watch = HealthWatch(instance.url)
+    with Load(instance.url, photo) as load:
+        time.sleep(1.5)
+        killed = time.monotonic()
+        os.kill(recognizer[0], signal.SIGKILL)
+        detected = watch.until(503, timeout_s=10)
+        back = watch.until(200, timeout_s=BACK_WITHIN_S)
+        time.sleep(1.5)
+    report(
+        f"\nSIGKILL of the recognizer's stub: /health 503 after {detected - killed:.2f} s, back "
+        f"{back - killed:.2f} s after the kill, answers {dict(load.statuses())}"
+    )
+    assert back - killed < BACK_WITHIN_S
+    assert not process_alive(recognizer[0])
+    assert set(service_stubs(api_pid)).isdisjoint(stubs)  # both models run in new processes
+    check_answers(load, back)

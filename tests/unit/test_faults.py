@@ -1,7 +1,7 @@
-"""Faults without a real Triton: probes bounded by the health timeout, the fail-fast state that
-cuts calls in flight short, the watchdog against a fake Triton that freezes and thaws, the
-reaper cleaning up after an owner killed with SIGKILL, and the python-backend model's exit
-with its parent."""
+"""Faults without a real Triton: probes bounded by the health timeout, a model whose stub process
+died reported not ready, the fail-fast state that cuts calls in flight short, the watchdog against
+a fake Triton that freezes and thaws, the reaper cleaning up after an owner killed with SIGKILL,
+and the python-backend model's exit with its parent."""
 
 from __future__ import annotations
 
@@ -28,14 +28,20 @@ from triton_service import TritonService
 
 
 class FakeTriton:
-    """Answers Triton's health routes, or, while ``frozen``, never answers anything."""
+    """Answers Triton's health routes, or, while ``frozen``, never answers anything; with
+    ``dead_stub`` every inference fails as Triton's python backend fails a model whose stub
+    process died."""
 
     def __init__(self) -> None:
         self.frozen = False
+        self.dead_stub = False
 
     async def handle(self, request: web.Request) -> web.Response:
         while self.frozen:
             await asyncio.sleep(0.05)
+        if self.dead_stub and request.path.endswith("/infer"):
+            message = "Stub process 'face_recognizer_0_0' is not healthy."
+            return web.json_response({"error": message}, status=500)
         return web.Response(status=200)
 
 
@@ -79,6 +85,28 @@ def test_probes_and_health_answer_within_the_health_timeout() -> None:
                 assert not report.ready
                 assert report.reason == "the inference server is not ready"
                 assert await service.client.server_live() is False
+            finally:
+                await service.client.close()
+
+    asyncio.run(run())
+
+
+def test_a_model_whose_stub_died_is_reported_not_ready() -> None:
+    async def run() -> None:
+        async with fake_triton() as (fake, url):
+            service = TritonService(Settings(triton_url=url, health_timeout_s=0.3))
+            try:
+                fake.dead_stub = True
+                pixels = {"pixels": np.zeros((1, 3, 112, 112), np.uint8)}
+                with pytest.raises(ModelUnavailableError, match="is not healthy"):
+                    await service.client.infer("face_recognizer", pixels, ["embedding"])
+                assert service.client.broken_model == "face_recognizer"
+                report = await service.health()
+                assert not report.ready
+                assert report.models == {"face_detector": True, "face_recognizer": False}
+                assert report.reason == "model(s) not ready: face_recognizer"
+                service.client.mark_up()  # what the watchdog does once it restarted Triton
+                assert (await service.health()).ready
             finally:
                 await service.client.close()
 
