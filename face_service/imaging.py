@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from face_service.errors import ImageTooLargeError, InvalidImageError
@@ -100,6 +102,11 @@ def decode_scaled(
                     f"to decode; the limit is {max_bytes >> 20} MiB"
                 )
             note_decoded(image.size[0] * image.size[1])
+            straight = _decode_jpeg_straight(data, image, scale)
+            if straight is not None:
+                if straight.shape[:2] != decoded_size[::-1]:  # turned by its EXIF orientation
+                    width, height = height, width
+                return Decoded(straight, scale, (width, height))
             image.load()
             # In place: otherwise Pillow copies every image, turned or not.
             ImageOps.exif_transpose(image, in_place=True)
@@ -114,6 +121,50 @@ def decode_scaled(
     if image.size != decoded_size:  # turned by its EXIF orientation
         width, height = height, width
     return Decoded(_to_bgr(image), scale, (width, height))
+
+
+# EXIF orientation -> the same turn as Pillow's ImageOps.exif_transpose, on a numpy image.
+_EXIF_ORIENTATION = 0x0112
+_EXIF_TURNS: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda image: image[:, ::-1],
+    3: lambda image: image[::-1, ::-1],
+    4: lambda image: image[::-1],
+    5: lambda image: image.transpose(1, 0, 2),
+    6: lambda image: cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda image: image.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda image: cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
+def _decode_jpeg_straight(data: bytes, image: Image.Image, scale: float) -> np.ndarray | None:
+    """A colour or grayscale JPEG decoded by libjpeg-turbo straight into BGR at the scale
+    Pillow's draft mode chose (``image``: opened, drafted, not loaded), turned by its EXIF
+    orientation as Pillow reads it; None where Pillow must decode it.
+
+    Pillow decodes into its own 4-byte pixels, which then take a conversion to BGR: 2-2.6x the
+    CPU (players.jpg, 1237x800: 11.4 vs 4.3 ms; t1.jpg 11.9 vs 6.5; yaoming.jpg 0.50 vs 0.35;
+    fastest of 60), for identical pixels. Pillow keeps what it does better: CMYK and other
+    modes, and decoding a damaged file as far as it can. simplejpeg's strict mode refuses any
+    file libjpeg warns about, and those go to Pillow; OpenCV's decoder would accept them with
+    libjpeg's warning printed on stderr, outside the JSON log."""
+    if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+        return None
+    width, height = image.size  # after draft mode: the size at this scale
+    try:
+        decoded = simplejpeg.decode_jpeg(
+            data,
+            colorspace="BGR",
+            min_factor=round(1 / scale),
+            min_width=width,
+            min_height=height,
+            strict=True,
+        )
+    except ValueError:
+        return None
+    if decoded.shape != (height, width, 3):
+        return None
+    turn = _EXIF_TURNS.get(image.getexif().get(_EXIF_ORIENTATION, 1))
+    return decoded if turn is None else np.ascontiguousarray(turn(decoded))
 
 
 def decode_bytes(image: Image.Image) -> int:

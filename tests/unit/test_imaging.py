@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from skimage.transform import SimilarityTransform
 
+from face_service import imaging
 from face_service.errors import ImageTooLargeError, InvalidImageError
 from face_service.imaging import (
     ARCFACE_TEMPLATE,
@@ -309,3 +310,48 @@ def test_large_jpegs_decode_at_reduced_scale_and_memory_is_estimated() -> None:
     assert (full.shape, scale) == ((2000, 9000, 3), 1.0)
     with pytest.raises(ImageTooLargeError, match="needs about 120 MiB to decode; the limit is 100"):
         decode_scaled(data, field="image", max_pixels=LIMIT, max_bytes=100 << 20)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_straight_jpeg_decoding_equals_pillows_at_every_orientation_and_scale(
+    mode: str, orientation: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(orientation)
+    pixels = cv2.GaussianBlur(rng.integers(0, 255, (151, 229, 3), np.uint8), (5, 5), 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(pixels).convert(mode), "JPEG", quality=90, exif=exif.tobytes())
+    taken: list[bool] = []
+    straight = imaging._decode_jpeg_straight
+
+    def spy(*args: object) -> np.ndarray | None:
+        result = straight(*args)
+        taken.append(result is not None)
+        return result
+
+    for max_side in (None, 100, 50, 25):  # full size, 1/2, 1/4, 1/8
+        monkeypatch.setattr(imaging, "_decode_jpeg_straight", spy)
+        fast = decode_scaled(data, field="image", max_pixels=LIMIT, max_side=max_side)
+        monkeypatch.setattr(imaging, "_decode_jpeg_straight", lambda *args: None)
+        pillow = decode_scaled(data, field="image", max_pixels=LIMIT, max_side=max_side)
+        assert (fast.scale, fast.size) == (pillow.scale, pillow.size)
+        np.testing.assert_array_equal(fast.image, pillow.image)
+    assert taken == [True] * 4
+
+
+def test_damaged_and_cmyk_jpegs_are_left_to_pillow() -> None:
+    rng = np.random.default_rng(0)
+    data = encode(Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)), "JPEG")
+    with pytest.raises(InvalidImageError, match="corrupt or truncated"):
+        decode_image(data[: len(data) // 2], field="photo", max_pixels=LIMIT)
+    # Damaged entropy data, complete file: libjpeg warns, Pillow decodes what it can.
+    damaged = bytearray(data)
+    damaged[len(data) // 2 : len(data) // 2 + 40] = bytes(40)
+    image = Image.open(io.BytesIO(bytes(damaged)))
+    assert imaging._decode_jpeg_straight(bytes(damaged), image, 1.0) is None
+    assert decode_image(bytes(damaged), field="photo", max_pixels=LIMIT).shape == (64, 64, 3)
+    cmyk = encode(
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).convert("CMYK"), "JPEG"
+    )
+    assert decode_image(cmyk, field="photo", max_pixels=LIMIT).shape == (8, 8, 3)
