@@ -216,13 +216,30 @@ def test_pad_to_square_centres_the_image() -> None:
 
 def test_similarity_transform_matches_scikit_image() -> None:
     rng = np.random.default_rng(1)
-    for _ in range(20):
-        source = rng.uniform(0, 500, (5, 2))
+    sources = [rng.uniform(0, 500, (5, 2)) for _ in range(20)]
+    for source in sources + [source[:, ::-1] for source in sources[:5]]:  # and mirrored
         reference = SimilarityTransform()
         reference.estimate(source, ARCFACE_TEMPLATE)
         np.testing.assert_allclose(
             similarity_transform(source, ARCFACE_TEMPLATE), reference.params[:2], atol=1e-9
         )
+
+
+def test_similarity_transform_of_collinear_points_is_the_least_squares_one() -> None:
+    # A rank-1 covariance: scikit-image's SVDs lose a few digits there (translation off by
+    # ~1e-6), the closed form does not; its squared error is never the larger one.
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        source = np.outer(rng.normal(0, 9, 5), rng.normal(0, 1, 2)) + 40
+        reference = SimilarityTransform()
+        reference.estimate(source, ARCFACE_TEMPLATE)
+        matrix = similarity_transform(source, ARCFACE_TEMPLATE)
+        np.testing.assert_allclose(matrix, reference.params[:2], rtol=1e-5)
+
+        def squared_error(m: np.ndarray, source: np.ndarray = source) -> float:
+            return float(((source @ m[:, :2].T + m[:, 2] - ARCFACE_TEMPLATE) ** 2).sum())
+
+        assert squared_error(matrix) <= squared_error(reference.params[:2]) * (1 + 1e-12)
 
 
 def test_similarity_transform_recovers_a_known_transform() -> None:
