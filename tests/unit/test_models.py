@@ -71,6 +71,11 @@ def test_model_input_is_uint8_rgb_channels_first() -> None:
     assert blob.flags["C_CONTIGUOUS"]
     assert (blob[:, 0] == 30).all()
     assert (blob[:, 2] == 10).all()
+    # Any pixels, views of larger images included: numpy's reversed, transposed copy.
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (120, 130, 3), np.uint8)[4:116, 9:121] for _ in range(3)]
+    expected = np.ascontiguousarray(np.stack(images)[..., ::-1].transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(model_input(images), expected)
 
 
 @pytest.mark.parametrize(
