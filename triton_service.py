@@ -45,7 +45,7 @@ from face_service.inference.python_backend import (
     python_library_dir,
     pytriton_server_paths,
 )
-from face_service.inference.reaper import Reaper, remove_regions, wait_group
+from face_service.inference.reaper import Reaper, group_runs, remove_regions, wait_group
 from face_service.inference.reaper import spawn as spawn_reaper
 from face_service.inference.server_arguments import server_arguments
 from face_service.settings import Settings
@@ -125,6 +125,11 @@ class TritonServer:
 
     def exited(self) -> bool:
         return self._process is None or self._process.poll() is not None
+
+    def stub_runs(self, instance: str) -> bool:
+        """Whether the python-backend stub of model instance ``instance`` (e.g.
+        ``face_recognizer_0_0``, an argument of its process) runs in this server's group."""
+        return self._process is not None and group_runs(self._process.pid, instance)
 
     @property
     def returncode(self) -> int | None:
@@ -328,7 +333,9 @@ class TritonService:
         server that has exited, or has not answered for ``triton_unresponsive_s``, or one of
         whose models lost its stub process (TritonClient.broken_model: Triton does not start it
         again), is killed (its whole process group) and restarted. Triton is marked up once it
-        is ready again."""
+        is ready again. A stub that Triton called "not healthy" while its process still runs
+        only missed Triton's 1 s wait for its health lock (a busy or stalled machine): that is
+        logged, not restarted for, as a restart fails every request for seconds."""
         settings, client, server = self.settings, self.client, self.server
         loop = asyncio.get_running_loop()
         silent_since: float | None = None
@@ -343,8 +350,18 @@ class TritonService:
                 probe_started = loop.time()
                 if await client.server_live():
                     silent_since = None
-                    if client.broken_model is not None and server is not None:
-                        why = f"the process that runs model {client.broken_model!r} died"
+                    broken, stub = client.broken_model, client.broken_stub
+                    if broken is not None and server is not None and stub is not None:
+                        if server.stub_runs(stub):
+                            logger.warning(
+                                "Triton called model %r's stub process %s not healthy while it "
+                                "runs: it missed Triton's 1 s wait (busy machine); not restarting",
+                                broken,
+                                stub,
+                            )
+                            client.clear_broken()
+                            continue
+                        why = f"the process that runs model {broken!r} died"
                         client.mark_down(f"{why}; restarting the inference server")
                     else:
                         if client.down and await client.server_ready():

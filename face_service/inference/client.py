@@ -32,7 +32,9 @@ _TRITON_ERRORS = (aiohttp.ClientError, InferenceServerException, TimeoutError, O
 _UNKNOWN_REGION = "Unable to find shared memory region"
 # Triton's answer (500) for every request of a model whose python-backend stub process died, e.g.
 # "Stub process 'face_recognizer_0_0' is not healthy."; it never starts the stub again itself.
-_DEAD_STUB = re.compile(r"Stub process '[^']*' is not healthy")
+# The same words come when the stub merely did not free its health lock within Triton's 1 s wait
+# (a busy or stalled machine): the watchdog tells the two apart by the process (triton_service).
+_DEAD_STUB = re.compile(r"Stub process '([^']*)' is not healthy")
 # aiohttp asks for gzip by default; Triton then compresses ~1 MB of detector outputs per call and
 # the client inflates them on the event loop: 3x slower than plain binary tensors on loopback.
 _NO_COMPRESSION = {"Accept-Encoding": "identity"}
@@ -81,7 +83,9 @@ class TritonClient:
         self.down_reason: str | None = None  # set while Triton is known to be down
         # A model whose python-backend stub process died (killed, out of memory): Triton keeps
         # it "ready" and fails each of its requests, so the watchdog restarts the server.
+        # broken_stub: the stub's instance name (its process carries it as an argument).
         self.broken_model: str | None = None
+        self.broken_stub: str | None = None
         # The deadlines of the calls in flight: mark_down() moves them to now.
         self._in_flight: set[asyncio.Timeout] = set()
         self.shm_prefix = f"face_{os.getpid()}_{secrets.token_hex(4)}"
@@ -110,7 +114,10 @@ class TritonClient:
         if self.down_reason is not None:
             logger.info("Triton is back: requests go through again")
         self.down_reason = None
-        self.broken_model = None
+        self.clear_broken()
+
+    def clear_broken(self) -> None:
+        self.broken_model = self.broken_stub = None
 
     def _fail_fast(self) -> None:
         if self.down_reason is not None:
@@ -195,11 +202,12 @@ class TritonClient:
                 f"model {model!r} did not answer within {self.timeout_s:.0f} s"
             ) from error
         except (*_TRITON_ERRORS, SharedMemoryException) as error:
-            if _DEAD_STUB.search(str(error)):
-                self.broken_model = model
+            if dead := _DEAD_STUB.search(str(error)):
+                self.broken_model, self.broken_stub = model, dead.group(1)
             raise ModelUnavailableError(f"model {model!r} is not available: {error}") from error
-        if self.broken_model == model:  # an external Triton that was restarted by others
-            self.broken_model = None
+        if self.broken_model == model:  # it answers again (its stub was only slow, or others
+            self.clear_broken()  # restarted an external Triton)
+
         return {name: result.as_numpy(name) for name in outputs}
 
     async def _infer(

@@ -86,6 +86,21 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+def group_runs(pgid: int, argument: str) -> bool:
+    """Whether a process of the group that was started with ``argument`` among its arguments
+    still runs (a zombie has no arguments left to read)."""
+    wanted = argument.encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(entry.name)
+            if fields is None or fields[2] != str(pgid) or fields[0] == "Z":
+                continue
+            with contextlib.suppress(OSError):
+                if wanted in (entry / "cmdline").read_bytes().split(b"\0"):
+                    return True
+    return False
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
     """Whether ``condition()`` holds within ``timeout_s`` (polled every 50 ms)."""
     deadline = time.monotonic() + timeout_s

@@ -1,7 +1,8 @@
 """Faults without a real Triton: probes bounded by the health timeout, a model whose stub process
 died reported not ready, the fail-fast state that cuts calls in flight short, the watchdog against
-a fake Triton that freezes and thaws, the reaper cleaning up after an owner killed with SIGKILL,
-and the python-backend model's exit with its parent."""
+a fake Triton that freezes and thaws or calls a stub not healthy (a restart only for a dead one),
+the reaper cleaning up after an owner killed with SIGKILL, and the python-backend model's exit with
+its parent."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from aiohttp import web
 
 from face_service.errors import ModelUnavailableError
 from face_service.inference.client import TritonClient
-from face_service.inference.reaper import alive, group_alive
+from face_service.inference.reaper import alive, group_alive, group_runs, wait_until
 from face_service.settings import REPOSITORY_ROOT, Settings
 from triton_service import TritonService
 
@@ -166,6 +167,77 @@ def test_watchdog_marks_a_frozen_triton_down_and_up_again() -> None:
                 await service.stop()
 
     asyncio.run(run())
+
+
+class StandInServer:
+    """What the watchdog asks of a local server, with the stub process's fate set by the test."""
+
+    def __init__(self, stub_runs: bool) -> None:
+        self.runs = stub_runs
+        self.restarted: list[str] = []
+        self.asked: list[str] = []
+
+    def exited(self) -> bool:
+        return False
+
+    def stub_runs(self, instance: str) -> bool:
+        self.asked.append(instance)
+        return self.runs
+
+    async def restart(self, client: TritonClient, timeout_s: float, why: str) -> bool:
+        self.restarted.append(why)
+        return True
+
+
+@pytest.mark.parametrize("stub_runs", [True, False])
+def test_watchdog_restarts_for_a_dead_stub_only(stub_runs: bool) -> None:
+    """Triton's python backend says "Stub process ... is not healthy" both for a stub process
+    that died and for one that missed its 1 s wait for the stub's health lock (a busy machine);
+    only the first is worth a restart, which fails every request for seconds."""
+
+    async def run() -> None:
+        async with fake_triton() as (fake, url):
+            settings = Settings(triton_url=url, health_timeout_s=0.2, triton_probe_interval_s=0.05)
+            service = TritonService(settings)
+            server = StandInServer(stub_runs)
+            service.server = server  # type: ignore[assignment]
+            await service.start()
+            try:
+                fake.dead_stub = True
+                pixels = {"pixels": np.zeros((1, 3, 112, 112), np.uint8)}
+                with pytest.raises(ModelUnavailableError, match="is not healthy"):
+                    await service.client.infer("face_recognizer", pixels, ["embedding"])
+                fake.dead_stub = False
+                await until(lambda: service.client.broken_model is None, 2.0)
+                assert server.asked[0] == "face_recognizer_0_0"
+                if stub_runs:
+                    assert server.restarted == []
+                else:
+                    assert server.restarted == [
+                        "the process that runs model 'face_recognizer' died"
+                    ]
+                assert (await service.health()).ready
+            finally:
+                service.server = None
+                await service.stop()
+
+    asyncio.run(run())
+
+
+def test_group_runs_finds_a_live_process_by_argument_and_not_a_dead_one() -> None:
+    marker = f"face-test-marker-{os.getpid()}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", marker], start_new_session=True
+    )
+    try:
+        assert wait_until(lambda: group_runs(process.pid, marker), 5.0)
+        assert not group_runs(process.pid, marker + "-other")
+        process.kill()
+        # Killed and not yet reaped (a zombie) already counts as gone.
+        assert wait_until(lambda: not group_runs(process.pid, marker), 5.0)
+    finally:
+        process.kill()
+        process.wait()
 
 
 REAPED_OWNER = """
