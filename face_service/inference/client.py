@@ -205,9 +205,9 @@ class TritonClient:
             if dead := _DEAD_STUB.search(str(error)):
                 self.broken_model, self.broken_stub = model, dead.group(1)
             raise ModelUnavailableError(f"model {model!r} is not available: {error}") from error
-        if self.broken_model == model:  # it answers again (its stub was only slow, or others
-            self.clear_broken()  # restarted an external Triton)
-
+        if self.broken_model == model:
+            # It answers again: its stub was only slow, or others restarted an external Triton.
+            self.clear_broken()
         return {name: result.as_numpy(name) for name in outputs}
 
     async def _infer(
