@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -51,6 +52,9 @@ from face_service.inference.server_arguments import server_arguments
 from face_service.settings import Settings
 
 logger = logging.getLogger(__name__)
+# An error line of Triton's log (glog: E, month and day); on a machine without CUDA every start
+# prints one about CUDA, which says nothing about a failure.
+TRITON_ERROR_LINE = re.compile(r"E\d{4} (?!.*CudaDriverHelper has not been initialized)")
 
 
 def _die_with_parent() -> None:
@@ -86,6 +90,7 @@ class TritonServer:
         self.backend_shm_prefix = backend_shm_prefix
         self.reaper = reaper
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0  # where this start's lines begin in the (appended) log file
         self.restarts = 0
 
     @property
@@ -109,6 +114,7 @@ class TritonServer:
     def start_process(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
+            self._log_offset = log.tell()
             # A new session: tritonserver leads a process group that its stubs join, so that
             # the whole group can be killed (watchdog, reaper) without touching the API.
             self._process = subprocess.Popen(
@@ -136,11 +142,21 @@ class TritonServer:
         return self._process.returncode if self._process else None
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` of this start's log, after its error lines that came before them.
+
+        A model that fails to load says why in one error line (``E1204 ...``); the model table
+        and the unloading that follow push it out of any short tail, which then shows only
+        "failed to load all models"."""
         try:
-            text = self.log_file.read_text(errors="replace")
+            with self.log_file.open("rb") as log:
+                log.seek(self._log_offset)
+                text = log.read().decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        every = text.splitlines()
+        tail = every[-lines:]
+        errors = [line for line in every[: -lines or None] if TRITON_ERROR_LINE.match(line)]
+        return "\n".join([*errors[-10:], *(["..."] if errors else []), *tail])
 
     async def start(self, client: TritonClient, timeout_s: float) -> None:
         self.start_process()

@@ -1,16 +1,25 @@
 """The CPU runtimes behind the python backend: the service on OpenVINO (the default) and on
-onnxruntime answer alike, and /health says which runtime and precision serve each model."""
+onnxruntime answer alike, /health says which runtime and precision serve each model, and model
+instances that compile into one cache folder at once all load."""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from face_service.inference.model_config import resolve_precision
+from face_service.inference.model_config import (
+    model_path,
+    read_onnx_spec,
+    resolve_precision,
+)
+from face_service.inference.names import RECOGNIZER_MODEL
+from face_service.settings import Settings
 from face_service.testing.service_process import ServiceProcess
 
 MODELS = ("face_detector", "face_recognizer")
@@ -64,3 +73,47 @@ def test_openvino_and_onnxruntime_agree(
     a = np.asarray(openvino["embedding"])
     b = np.asarray(onnxruntime["embedding"])
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
+
+
+def compile_recognizer(model_file: Path, output: str, cache: str, results: Any) -> None:
+    from face_service.inference.python_runtimes import OpenvinoRuntime
+
+    try:
+        runtime = OpenvinoRuntime(
+            model_file,
+            {
+                "cache_directory": cache,
+                "intra_op_thread_count": "1",
+                "static_shapes": "1x3x112x112",
+            },
+            [output],
+        )
+        crop = np.full((1, 3, 112, 112), 128, np.uint8)
+        results.put(runtime.run({runtime.input_name: crop})[0])
+    except Exception as error:  # noqa: BLE001 - the failure itself, for the assertion's message
+        results.put(repr(error))
+
+
+def test_instances_compiling_into_one_cache_folder_at_once_all_load(tmp_path: Path) -> None:
+    # Two instances of one model (FACE_TRITON_INSTANCES=2) start together and compile the same
+    # blob into the data folder's OpenVINO cache; unguarded, one in two such starts failed
+    # ("cannot set permissions: No such file or directory [<cache>/<hash>.blob]").
+    model_file = model_path(Settings().model_repository, RECOGNIZER_MODEL)
+    [output] = [tensor.name for tensor in read_onnx_spec(model_file).outputs]
+    spawn = multiprocessing.get_context("spawn")
+    for round_number in range(4):
+        cache = tmp_path / f"cache-{round_number}"
+        results = spawn.Queue()
+        processes = [
+            spawn.Process(target=compile_recognizer, args=(model_file, output, str(cache), results))
+            for _ in range(3)
+        ]
+        for process in processes:
+            process.start()
+        outputs = [results.get(timeout=120) for _ in processes]
+        for process in processes:
+            process.join(timeout=30)
+        failures = [output for output in outputs if isinstance(output, str)]
+        assert not failures, failures
+        assert all(np.array_equal(output, outputs[0]) for output in outputs)
+        assert outputs[0].shape == (1, 512)

@@ -1,9 +1,10 @@
 """The python backend's OpenVINO runtime (face_service/inference/python_runtimes.py) on a small ONNX
 model built here: fixed shapes compiled at load, a batch run as one slice per thread, with the
-results of the whole batch."""
+results of the whole batch; compiling into a cache folder waits for whoever holds its lock."""
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from face_service.inference.python_runtimes import OpenvinoRuntime
+from face_service.inference.python_runtimes import OpenvinoRuntime, exclusive
 
 
 def small_model(path: Path) -> Path:
@@ -77,3 +78,25 @@ def test_one_thread_runs_every_batch_whole(model_file: Path) -> None:
     assert runtime.slices == []
     [out] = runtime.run({"pixels": pixels(3)})
     assert out.shape == (3, 4)
+
+
+def compile_into(model_file: Path, cache: Path) -> None:
+    OpenvinoRuntime(
+        model_file, {"cache_directory": str(cache), "intra_op_thread_count": "1"}, ["out"]
+    )
+
+
+def test_compiling_into_a_cache_folder_waits_for_its_lock(model_file: Path, tmp_path: Path) -> None:
+    # Two processes writing one compiled blob at once fail (python_runtimes.exclusive): while
+    # this process holds the cache folder's lock, another one's compile waits.
+    cache = tmp_path / "cache"
+    spawn = multiprocessing.get_context("spawn")
+    with exclusive(cache):
+        other = spawn.Process(target=compile_into, args=(model_file, cache))
+        other.start()
+        other.join(timeout=5)
+        assert other.is_alive(), "compiled while another process held the cache folder's lock"
+        assert not any(cache.glob("*.blob"))
+    other.join(timeout=60)
+    assert other.exitcode == 0
+    assert any(cache.glob("*.blob"))

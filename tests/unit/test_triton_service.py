@@ -166,3 +166,37 @@ def test_an_installed_triton_that_is_not_executable_is_named(tmp_path: Path) -> 
 
     with pytest.raises(TritonServerError, match=r"FACE_TRITONSERVER=.*missing is not"):
         asyncio.run(prepared())
+
+
+def test_a_failed_start_names_the_error_that_a_short_tail_would_lose(tmp_path: Path) -> None:
+    # A stand-in tritonserver that fails as one does when a model does not load: the reason in
+    # one error line, then the model table and the unloading, then "failed to load all models".
+    log_file = tmp_path / "triton.log"
+    log_file.write_text("E1203 00:00:00.0 1 model_lifecycle.cc:642] an earlier start's error\n")
+    binary = tmp_path / "tritonserver"
+    binary.write_text(
+        "#!/bin/sh\n"
+        "echo 'E1204 04:51:13.6 1 server.cc:241] \"CudaDriverHelper has not been initialized.\"'\n"
+        "echo \"E1204 04:55:59.4 1 model_lifecycle.cc:642] failed to load 'face_recognizer'\"\n"
+        'for i in $(seq 60); do echo "I1204 04:56:00.0 1 server.cc:345] line $i"; done\n'
+        "echo 'error: creating server: Internal - failed to load all models'\n"
+        "exit 1\n"
+    )
+    binary.chmod(0o755)
+    server = TritonServer(binary=binary, arguments=[], url="127.0.0.1:1", log_file=log_file)
+
+    async def start() -> None:
+        server.start_process()
+        while not server.exited():  # so that wait_ready never asks the (absent) client
+            await asyncio.sleep(0.05)
+        with pytest.raises(TritonServerError) as raised:
+            await server.wait_ready(None, timeout_s=10)  # type: ignore[arg-type]
+        message = str(raised.value)
+        assert "failed to load 'face_recognizer'" in message
+        assert message.rstrip().endswith("failed to load all models")
+        assert "CudaDriverHelper" not in message
+        assert "an earlier start's error" not in message
+        assert "line 30" not in message
+        assert "line 60" in message
+
+    asyncio.run(start())
