@@ -109,7 +109,18 @@ function threshold(input) {
   return input.value.trim() === "" ? null : input.value.trim();
 }
 
+// A result stays only beside the inputs it was made from: another photo or threshold takes it
+// away, with the photos drawn for it, so that an attempt that fails (a file that is no photo)
+// never leaves an earlier answer standing next to inputs it was not made from.
+function resultGoesWithInputs(formId, ...shownIds) {
+  $(formId).addEventListener("change", () => {
+    for (const id of shownIds) $(id).hidden = true;
+  });
+}
+
 // -- compare
+
+resultGoesWithInputs("compare-form", "compare-result", "compare-canvas-a", "compare-canvas-b");
 
 $("compare-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -136,6 +147,8 @@ $("compare-form").addEventListener("submit", async (event) => {
 
 // -- find faces
 
+resultGoesWithInputs("find-form", "find-result");
+
 $("find-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const file = $("find-image").files[0];
@@ -161,11 +174,14 @@ $("find-form").addEventListener("submit", async (event) => {
       ui.el("img", { src: `data:image/jpeg;base64,${face.crop}`, alt: `face ${index + 1}, aligned` }),
       ui.el("span", { textContent: ` score ${stripZeros(face.det_score, 2)}, ${Math.round(face.face_size)} px` })));
   });
-  if (image.record_id) list.after(ui.el("p", { textContent: `Saved as record ${image.record_id}.` }));
+  $("find-record").textContent = image.record_id ? `Saved as record ${image.record_id}.` : "";
+  $("find-record").hidden = !image.record_id;
   $("find-result").hidden = false;
 });
 
 // -- identify
+
+resultGoesWithInputs("identify-form", "identify-result");
 
 $("identify-form").addEventListener("submit", async (event) => {
   event.preventDefault();

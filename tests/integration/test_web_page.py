@@ -96,12 +96,19 @@ def test_compare_two_photos(
         page.focus("#compare-threshold")
         page.keyboard.press("Enter")
         page.locator("#compare-decision", has_text="Same person").wait_for()
-        # Not an image: the API's 415/400 becomes a sentence, nothing else changes.
+        # Another photo takes the verdict away, with the photos drawn for it: it was not made
+        # from these. Not an image: the API's 415/400 becomes a sentence, and no earlier verdict
+        # stands beside the file it failed on.
         page.set_input_files("#compare-b", str(photos["text"]))
+        assert page.is_hidden("#compare-result")
+        assert page.is_hidden("#compare-canvas-a")
+        assert page.is_hidden("#compare-canvas-b")
         page.get_by_role("button", name="Compare", exact=True).click()
         alert = page.get_by_role("alert")
         alert.wait_for()
         assert alert.inner_text().startswith(("Not an image:", "This could not be read:"))
+        assert page.is_hidden("#compare-result")
+        assert page.is_hidden("#compare-canvas-b")
     assert browsing.refused == []
 
 
@@ -201,6 +208,15 @@ def test_find_faces_draws_and_crops(
         page.locator("#find-count").filter(has_text="found").wait_for()
         assert page.inner_text("#find-count") == "5 faces found"
         assert page.locator("#find-faces img").count() == 5
+        assert page.inner_text("#find-record").startswith("Saved as record ")
+        # Again without saving: the answer is this run's alone, no earlier run's record line.
+        page.get_by_label("Save a detection record (Records)").uncheck()
+        assert page.is_hidden("#find-result")
+        page.get_by_role("button", name="Find faces", exact=True).click()
+        page.locator("#find-result").wait_for()
+        assert page.inner_text("#find-count") == "5 faces found"
+        assert page.is_hidden("#find-record")
+        assert page.get_by_text("Saved as record").count() == 0
         # Nothing wider than the phone: no sideways scrolling.
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         browsing.screenshot("find-faces-phone")
