@@ -69,7 +69,7 @@ def exclusive(folder: Path) -> Iterator[None]:
 
     OpenVINO writes a compiled model into its cache folder without guarding against another
     process writing the same blob: two instances of one model (``triton_instances`` 2), or two
-    services on one data folder, starting together fail to load one time in two with "filesystem
+    services on one data folder, starting together often fail to load with "filesystem
     error: cannot set permissions: No such file or directory [<cache>/<hash>.blob]" (measured:
     3 processes on one fresh folder, 5 of 14 rounds). Under the lock the first compiles and
     writes, the next import what it wrote. The kernel drops the lock with the process, so a

@@ -96,7 +96,7 @@ def compile_recognizer(model_file: Path, output: str, cache: str, results: Any) 
 
 def test_instances_compiling_into_one_cache_folder_at_once_all_load(tmp_path: Path) -> None:
     # Two instances of one model (FACE_TRITON_INSTANCES=2) start together and compile the same
-    # blob into the data folder's OpenVINO cache; unguarded, one in two such starts failed
+    # blob into the data folder's OpenVINO cache; unguarded, about one such start in three failed
     # ("cannot set permissions: No such file or directory [<cache>/<hash>.blob]").
     model_file = model_path(Settings().model_repository, RECOGNIZER_MODEL)
     [output] = [tensor.name for tensor in read_onnx_spec(model_file).outputs]
