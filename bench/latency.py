@@ -50,14 +50,12 @@ HTTP, Triton's hops).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -65,8 +63,9 @@ import numpy as np
 import onnxruntime
 from insightface.app import FaceAnalysis
 from insightface.app.common import Face as InsightFace
+from latency_report import Case, Timed, Variant, rows, table, write_json
 from model_alone import ModelAlone
-from peer import build_peer, decode, percentiles, vectron_model_dir
+from peer import build_peer, decode, vectron_model_dir
 
 from face_service.settings import Settings
 from face_service.testing.service_process import ServiceProcess
@@ -95,7 +94,6 @@ CONFIGURATIONS = {
     "openvino bf16 fit": configuration("openvino", "bf16", "fit"),
 }
 
-Timed = Callable[[], object]
 PeerEmbed = Callable[[FaceAnalysis, bytes], np.ndarray]
 
 
@@ -165,27 +163,6 @@ def peer_face_count(app: FaceAnalysis, photo: bytes) -> int:
 
 
 # ---------------------------------------------------------------- cases and measurement
-
-
-@dataclass
-class Variant:
-    """One way of timing a case: a service over HTTP, a peer variant or the models alone."""
-
-    label: str
-    run: Timed
-    samples_ms: list[float] = field(default_factory=list)
-
-
-@dataclass
-class Case:
-    name: str
-    services: list[Variant]
-    peers: list[Variant]
-    # Per service configuration (same order as ``services``): its models alone.
-    models: list[Variant] = field(default_factory=list)
-
-    def variants(self) -> list[Variant]:
-        return [*self.services, *self.peers, *self.models]
 
 
 def read_lfw(count: int) -> list[tuple[str, bytes]]:
@@ -344,93 +321,6 @@ def agreement(
             f"peer {peer:.4f}"
         )
     return lines
-
-
-# ---------------------------------------------------------------- report
-
-
-def rows(cases: list[Case]) -> list[dict[str, object]]:
-    """One row per case, service configuration and peer variant."""
-    result = []
-    for case in cases:
-        models = case.models or [None] * len(case.services)
-        for service, model in zip(case.services, models, strict=True):
-            service_p50, service_p99 = percentiles(service.samples_ms)
-            model_p50 = percentiles(model.samples_ms)[0] if model is not None else None
-            for peer in case.peers:
-                peer_p50, peer_p99 = percentiles(peer.samples_ms)
-                result.append(
-                    {
-                        "case": case.name,
-                        "service": service.label,
-                        "peer": peer.label,
-                        "service_p50_ms": service_p50,
-                        "service_p99_ms": service_p99,
-                        "peer_p50_ms": peer_p50,
-                        "peer_p99_ms": peer_p99,
-                        "ratio_p50": service_p50 / peer_p50,
-                        "ratio_p99": service_p99 / peer_p99,
-                        "models_alone_p50_ms": model_p50,
-                        "overhead_p50": service_p50 / model_p50 if model_p50 else None,
-                    }
-                )
-    return result
-
-
-def table(report_rows: list[dict[str, object]]) -> str:
-    header = (
-        "case",
-        "service",
-        "peer",
-        "svc p50",
-        "svc p99",
-        "peer p50",
-        "peer p99",
-        "p50 x",
-        "p99 x",
-        "model p50",
-        "x model",
-    )
-
-    def number(value: object, digits: int) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    lines = [
-        (
-            str(row["case"]),
-            str(row["service"]),
-            str(row["peer"]),
-            f"{row['service_p50_ms']:.1f}",
-            f"{row['service_p99_ms']:.1f}",
-            f"{row['peer_p50_ms']:.1f}",
-            f"{row['peer_p99_ms']:.1f}",
-            f"{row['ratio_p50']:.2f}",
-            f"{row['ratio_p99']:.2f}",
-            number(row["models_alone_p50_ms"], 1),
-            number(row["overhead_p50"], 2),
-        )
-        for row in report_rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-
-    def format_line(cells: tuple[str, ...]) -> str:
-        text = [
-            cell.ljust(w) if i < 3 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(text)
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([format_line(header), rule, *(format_line(line) for line in lines)])
-
-
-def write_json(path: Path, meta: dict[str, object], cases: list[Case], checks: list[str]) -> None:
-    samples = {
-        case.name: {variant.label: variant.samples_ms for variant in case.variants()}
-        for case in cases
-    }
-    document = {**meta, "rows": rows(cases), "agreement": checks, "samples_ms": samples}
-    path.write_text(json.dumps(document, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- main

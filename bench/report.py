@@ -25,3 +25,19 @@ def columns_table(header: Sequence[str], rows: Sequence[tuple[str, Sequence[str]
         padded = (c.rjust(w) for c, w in zip(cells, widths, strict=True))
         lines.append("  ".join([label.ljust(label_width), *padded]))
     return lines
+
+
+def format_table(header: Sequence[str], lines: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Rows of cells under a header and a rule, the first ``left`` columns left-aligned and the
+    others right-aligned (numbers)."""
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+
+    def format_line(cells: Sequence[str]) -> str:
+        text = [
+            cell.ljust(w) if i < left else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(text).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([format_line(header), rule, *(format_line(line) for line in lines)])

@@ -59,25 +59,24 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import itertools
 import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
-import numpy as np
 import onnxruntime
+from closed_loop import Block, Worker, no_op, run_block
 from insightface.app import FaceAnalysis
-from peer import build_peer, decode, percentiles, vectron_model_dir
+from peer import build_peer, decode, vectron_model_dir
+from throughput_report import best, breakdown_table, one_face_table, throughput_table, triton_table
+from triton_stats import triton_delta, triton_stats
 
-from face_service.inference.names import DETECTOR_MODEL, RECOGNIZER_MODEL
 from face_service.testing.service_process import ServiceProcess
 
 SERVICE_PORT = 3700
@@ -85,9 +84,6 @@ TRITON_PORT = 8700  # and the next two
 REQUEST_TIMEOUT_S = 60.0
 MULTI_FACE = ("players.jpg", "gdp.jpg", "t1.jpg")
 ONE_FACE = "yaoming.jpg"
-TRITON_MODELS = (DETECTOR_MODEL, RECOGNIZER_MODEL)
-TRITON_PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
-TOOK_KEYS = ("decode", "detect", "embed", "total")
 # Issue 13's targets: multi-face best throughput >= 2x the peer's best, one-face p50 <= 0.5x.
 THROUGHPUT_TARGET = 2.0
 LATENCY_TARGET = 0.5
@@ -115,16 +111,6 @@ def read_photos(model_dir: Path) -> dict[str, bytes]:
 
 
 # ---------------------------------------------------------------- one request, either side
-
-
-@dataclass
-class Sample:
-    """One completed request."""
-
-    photo: str
-    latency_ms: float
-    faces: int
-    took_ms: dict[str, float] = field(default_factory=dict)  # service: the response's timings
 
 
 def service_extract(client: httpx.Client, photo: bytes, name: str) -> tuple[int, dict[str, float]]:
@@ -158,122 +144,6 @@ def peer_extract(app: FaceAnalysis, photo: bytes) -> tuple[int, dict[str, float]
     return len(faces), {"decode": (decoded - started) * 1e3, "get": (done - decoded) * 1e3}
 
 
-Worker = Callable[[bytes, str], tuple[int, dict[str, float]]]
-
-
-# ---------------------------------------------------------------- closed-loop load
-
-
-@dataclass
-class Block:
-    """One side at one concurrency."""
-
-    side: str
-    concurrency: int
-    wall_s: float = 0.0
-    samples: list[Sample] = field(default_factory=list)
-    triton: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @property
-    def images_per_s(self) -> float:
-        return len(self.samples) / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def faces_per_s(self) -> float:
-        return sum(s.faces for s in self.samples) / self.wall_s if self.wall_s else 0.0
-
-    def latency(self) -> tuple[float, float]:
-        return percentiles([s.latency_ms for s in self.samples])
-
-    def took_means(self) -> dict[str, float]:
-        keys = self.samples[0].took_ms.keys() if self.samples else ()
-        return {key: float(np.mean([s.took_ms[key] for s in self.samples])) for key in keys}
-
-    def summary(self) -> dict[str, object]:
-        p50, p99 = self.latency()
-        return {
-            "side": self.side,
-            "concurrency": self.concurrency,
-            "requests": len(self.samples),
-            "wall_s": self.wall_s,
-            "images_per_s": self.images_per_s,
-            "faces_per_s": self.faces_per_s,
-            "p50_ms": p50,
-            "p99_ms": p99,
-            "mean_ms": float(np.mean([s.latency_ms for s in self.samples])),
-            "took_ms_mean": self.took_means(),
-            "triton": self.triton,
-        }
-
-
-def run_block(
-    side: str,
-    concurrency: int,
-    make_worker: Callable[[], tuple[Worker, Callable[[], None]]],
-    photos: dict[str, bytes],
-    *,
-    duration_s: float,
-    requests: int | None,
-) -> Block:
-    """C threads, each with its own worker (and its close), sending the multi-face photos round
-    robin until the deadline or until ``requests`` have been handed out."""
-    block = Block(side, concurrency)
-    tickets = itertools.count()
-    lock = threading.Lock()
-    barrier = threading.Barrier(concurrency + 1)  # every worker ready (clients made)
-    go = threading.Event()  # set once the deadline is
-    errors: list[BaseException] = []
-    deadline = [0.0]
-
-    def next_photo() -> str | None:
-        with lock:
-            ticket = next(tickets)
-        if errors:
-            return None
-        if requests is not None:
-            return MULTI_FACE[ticket % len(MULTI_FACE)] if ticket < requests else None
-        if time.perf_counter() >= deadline[0]:
-            return None
-        return MULTI_FACE[ticket % len(MULTI_FACE)]
-
-    def loop() -> None:
-        close: Callable[[], None] = no_op
-        try:
-            worker, close = make_worker()
-            barrier.wait()
-            go.wait()
-            while (name := next_photo()) is not None:
-                started = time.perf_counter()
-                faces, took = worker(photos[name], name)
-                latency = (time.perf_counter() - started) * 1e3
-                with lock:
-                    block.samples.append(Sample(name, latency, faces, took))
-        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(error)
-            barrier.abort()
-        finally:
-            close()
-
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    with suppress(threading.BrokenBarrierError):  # a thread failed: its error is raised below
-        barrier.wait()
-    started = time.perf_counter()
-    deadline[0] = started + duration_s
-    go.set()
-    for thread in threads:
-        thread.join()
-    block.wall_s = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(f"{side} at concurrency {concurrency} failed") from errors[0]
-    return block
-
-
-def no_op() -> None:
-    pass
-
-
 def service_worker_factory(url: str) -> Callable[[], tuple[Worker, Callable[[], None]]]:
     def make() -> tuple[Worker, Callable[[], None]]:
         client = httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S)
@@ -287,66 +157,6 @@ def peer_worker_factory(app: FaceAnalysis) -> Callable[[], tuple[Worker, Callabl
         return (lambda photo, _name: peer_extract(app, photo)), no_op
 
     return make
-
-
-# ---------------------------------------------------------------- Triton statistics
-
-
-def triton_stats(client: httpx.Client | None) -> dict[str, dict[str, int]] | None:
-    """Cumulative counters per model (all versions summed), or None without a Triton address."""
-    if client is None:
-        return None
-    result = {}
-    for model in TRITON_MODELS:
-        response = client.get(f"/v2/models/{model}/stats")
-        response.raise_for_status()
-        counters = dict.fromkeys(
-            ["inference_count", "execution_count", "requests", "request_ns"]
-            + [f"{phase}_ns" for phase in TRITON_PHASES],
-            0,
-        )
-        for entry in response.json().get("model_stats", []):
-            stats = entry.get("inference_stats", {})
-            counters["inference_count"] += int(entry.get("inference_count", 0))
-            counters["execution_count"] += int(entry.get("execution_count", 0))
-            counters["requests"] += int(stats.get("success", {}).get("count", 0))
-            counters["request_ns"] += int(stats.get("success", {}).get("ns", 0))
-            for phase in TRITON_PHASES:
-                counters[f"{phase}_ns"] += int(stats.get(phase, {}).get("ns", 0))
-        result[model] = counters
-    return result
-
-
-def triton_delta(
-    before: dict[str, dict[str, int]] | None,
-    after: dict[str, dict[str, int]] | None,
-    service_requests: int,
-) -> dict[str, dict[str, float]]:
-    """Per model: counts over the block, averages per Triton request (microseconds), and the
-    server-side time per service request (milliseconds)."""
-    if before is None or after is None:
-        return {}
-    result = {}
-    for model in TRITON_MODELS:
-        delta = {key: after[model][key] - before[model][key] for key in after[model]}
-        requests = delta["requests"]
-        executions = delta["execution_count"]
-        row: dict[str, float] = {
-            "requests": requests,
-            "inferences": delta["inference_count"],
-            "executions": executions,
-            "avg_batch": delta["inference_count"] / executions if executions else 0.0,
-        }
-        for phase in (*TRITON_PHASES, "request"):
-            row[f"{phase}_us"] = delta[f"{phase}_ns"] / requests / 1e3 if requests else 0.0
-        row["ms_per_service_request"] = (
-            delta["request_ns"] / service_requests / 1e6 if service_requests else 0.0
-        )
-        row["queue_ms_per_service_request"] = (
-            delta["queue_ns"] / service_requests / 1e6 if service_requests else 0.0
-        )
-        result[model] = row
-    return result
 
 
 # ---------------------------------------------------------------- one-face latency
@@ -371,163 +181,6 @@ def one_face_latency(
             run()
             samples[label].append((time.perf_counter() - started) * 1e3)
     return samples
-
-
-# ---------------------------------------------------------------- report
-
-
-def format_table(header: tuple[str, ...], lines: list[tuple[str, ...]], left: int = 1) -> str:
-    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
-
-    def format_line(cells: tuple[str, ...]) -> str:
-        text = [
-            cell.ljust(w) if i < left else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(text).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([format_line(header), rule, *(format_line(line) for line in lines)])
-
-
-def throughput_table(levels: list[tuple[Block, Block]]) -> str:
-    header = (
-        "C",
-        "svc img/s",
-        "svc faces/s",
-        "svc p50",
-        "svc p99",
-        "peer img/s",
-        "peer faces/s",
-        "peer p50",
-        "peer p99",
-        "img/s x",
-    )
-    lines = []
-    for service, peer in levels:
-        s50, s99 = service.latency()
-        p50, p99 = peer.latency()
-        lines.append(
-            (
-                str(service.concurrency),
-                f"{service.images_per_s:.2f}",
-                f"{service.faces_per_s:.1f}",
-                f"{s50:.1f}",
-                f"{s99:.1f}",
-                f"{peer.images_per_s:.2f}",
-                f"{peer.faces_per_s:.1f}",
-                f"{p50:.1f}",
-                f"{p99:.1f}",
-                f"{service.images_per_s / peer.images_per_s:.2f}",
-            )
-        )
-    return format_table(header, lines)
-
-
-def breakdown_table(levels: list[tuple[Block, Block]]) -> str:
-    """Mean milliseconds per service request."""
-    header = (
-        "C",
-        "latency",
-        "HTTP+API",
-        "decode",
-        "detect",
-        "det Triton",
-        "det queue",
-        "det other",
-        "embed",
-        "fr Triton",
-        "fr queue",
-        "embed other",
-        "peer decode",
-        "peer get",
-    )
-    lines = []
-    for service, peer in levels:
-        took = service.took_means()
-        latency = float(np.mean([s.latency_ms for s in service.samples]))
-        det = service.triton.get(DETECTOR_MODEL, {})
-        fr = service.triton.get(RECOGNIZER_MODEL, {})
-        peer_took = peer.took_means()
-
-        def cell(value: float | None) -> str:
-            return "-" if value is None else f"{value:.1f}"
-
-        det_ms = det.get("ms_per_service_request")
-        fr_ms = fr.get("ms_per_service_request")
-        lines.append(
-            (
-                str(service.concurrency),
-                cell(latency),
-                cell(latency - took["total"]),
-                cell(took["decode"]),
-                cell(took["detect"]),
-                cell(det_ms),
-                cell(det.get("queue_ms_per_service_request")),
-                cell(None if det_ms is None else took["detect"] - det_ms),
-                cell(took["embed"]),
-                cell(fr_ms),
-                cell(fr.get("queue_ms_per_service_request")),
-                cell(None if fr_ms is None else took["embed"] - fr_ms),
-                cell(peer_took["decode"]),
-                cell(peer_took["get"]),
-            )
-        )
-    return format_table(header, lines)
-
-
-def triton_table(levels: list[tuple[Block, Block]]) -> str:
-    header = (
-        "C",
-        "model",
-        "requests",
-        "inferences",
-        "executions",
-        "avg batch",
-        "req/exec",
-        "queue us",
-        "input us",
-        "infer us",
-        "output us",
-        "total us",
-    )
-    lines = []
-    for service, _ in levels:
-        for model, row in service.triton.items():
-            lines.append(
-                (
-                    str(service.concurrency),
-                    model,
-                    f"{row['requests']:.0f}",
-                    f"{row['inferences']:.0f}",
-                    f"{row['executions']:.0f}",
-                    f"{row['avg_batch']:.2f}",
-                    f"{row['requests'] / row['executions'] if row['executions'] else 0.0:.2f}",
-                    f"{row['queue_us']:.0f}",
-                    f"{row['compute_input_us']:.0f}",
-                    f"{row['compute_infer_us']:.0f}",
-                    f"{row['compute_output_us']:.0f}",
-                    f"{row['request_us']:.0f}",
-                )
-            )
-    return format_table(header, lines, left=2)
-
-
-def one_face_table(samples: dict[str, list[float]]) -> tuple[str, dict[str, float]]:
-    peer_label = "peer imdecode + app.get"
-    peer_p50, _ = percentiles(samples[peer_label])
-    header = ("case", "p50", "p99", "p50 x peer")
-    lines = []
-    ratios = {}
-    for label, values in samples.items():
-        p50, p99 = percentiles(values)
-        ratios[label] = p50 / peer_p50
-        lines.append((label, f"{p50:.1f}", f"{p99:.1f}", f"{p50 / peer_p50:.2f}"))
-    return format_table(header, lines), ratios
-
-
-def best(blocks: list[Block]) -> Block:
-    return max(blocks, key=lambda block: block.images_per_s)
 
 
 # ---------------------------------------------------------------- main
@@ -676,12 +329,14 @@ def main(argv: list[str] | None = None) -> None:
         for concurrency in arguments.concurrency:
             before = triton_stats(stats_client)
             service_block = run_block(
-                "service", concurrency, service_worker_factory(url), photos, **load
+                "service", concurrency, service_worker_factory(url), photos, MULTI_FACE, **load
             )
             service_block.triton = triton_delta(
                 before, triton_stats(stats_client), len(service_block.samples)
             )
-            peer_block = run_block("peer", concurrency, peer_worker_factory(app), photos, **load)
+            peer_block = run_block(
+                "peer", concurrency, peer_worker_factory(app), photos, MULTI_FACE, **load
+            )
             levels.append((service_block, peer_block))
             write(
                 f"C={concurrency}: service {service_block.images_per_s:.2f} img/s "
