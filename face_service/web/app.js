@@ -9,10 +9,14 @@ const ui = {
   clearError() { $("error").hidden = true; $("error").textContent = ""; },
   error(error) {
     const message = error instanceof ApiError ? error.message : `Something went wrong: ${error}`;
+    ui.alert(message);
+    if (error instanceof ApiError && error.status === 401) askForKey(message);
+  },
+  // A message in the alert line: an error answer, or what is wrong with an input before it is sent.
+  alert(message) {
     $("error").textContent = message;
     $("error").hidden = false;
     ui.status("");
-    if (error instanceof ApiError && error.status === 401) askForKey(message);
   },
   // Runs a flow with its button disabled and its messages shown; returns its result.
   async run(button, label, work) {

@@ -1,5 +1,5 @@
 // People: enroll, list and search a page at a time, open one (face thumbnails, metadata),
-// rename, add photos, delete a photo or the person, merge another person in.
+// rename, edit metadata, add photos, delete a photo or the person, merge another person in.
 "use strict";
 
 const PEOPLE_PAGE = 20;
@@ -46,7 +46,9 @@ const people = {
     byId("person-title").textContent = identity.name || "(no name)";
     byId("person-id").textContent = identity.identity_id;
     byId("person-created").textContent = new Date(identity.created_at).toLocaleString();
-    byId("person-metadata").textContent = JSON.stringify(identity.metadata, null, 2);
+    const metadata = JSON.stringify(identity.metadata, null, 2);
+    byId("person-metadata").value = metadata;
+    byId("person-metadata").rows = Math.min(12, Math.max(2, metadata.split("\n").length));
     byId("rename-name").value = identity.name || "";
     people.thumbnails.forEach((url) => URL.revokeObjectURL(url));
     people.thumbnails = [];
@@ -121,6 +123,38 @@ byId("rename-form").addEventListener("submit", async (event) => {
   const updated = await ui.run(event.submitter, "Renaming…", () =>
     api.patch(`/identities/${path(identity.identity_id)}`, { name: byId("rename-name").value.trim() }));
   if (updated) { await people.show(updated); people.load(); }
+});
+
+const METADATA_EXAMPLE = '{"team": "research"}';
+
+// The metadata as the object PATCH takes, or null after saying what is wrong with the text
+// (checked here first: the service would answer a list or a number with a less direct 422).
+function metadataObject(text) {
+  let value;
+  try {
+    value = JSON.parse(text.trim() || "{}");
+  } catch (error) {
+    ui.alert(`Metadata must be a JSON object, like ${METADATA_EXAMPLE}: ${error.message}`);
+    return null;
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    ui.alert(`Metadata must be a JSON object, like ${METADATA_EXAMPLE}, not ${JSON.stringify(value)}.`);
+    return null;
+  }
+  return value;
+}
+
+byId("metadata-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  ui.clearError();
+  const identity = people.current;
+  const metadata = metadataObject(byId("person-metadata").value);
+  if (metadata === null) return;
+  const updated = await ui.run(event.submitter, "Saving the metadata…", () =>
+    api.patch(`/identities/${path(identity.identity_id)}`, { metadata }));
+  if (!updated) return;
+  await people.show(updated);
+  ui.status(`Saved the metadata of ${updated.name || updated.identity_id}.`);
 });
 
 byId("add-form").addEventListener("submit", async (event) => {

@@ -137,7 +137,7 @@ def test_enroll_identify_and_delete(
         report = page.locator("#enroll-report li")
         assert report.count() == 3
         assert "skipped" in report.nth(2).inner_text()
-        assert json.loads(page.inner_text("#person-metadata")) == {"team": "web test"}
+        assert json.loads(page.input_value("#person-metadata")) == {"team": "web test"}
         thumbnails = page.locator("#person-templates img")
         assert thumbnails.count() == 2
         page.wait_for_function(
@@ -178,6 +178,25 @@ def test_enroll_identify_and_delete(
         page.get_by_role("button", name="Merge", exact=True).click()
         page.wait_for_function("document.querySelectorAll('#person-templates li').length === 3")
         assert httpx.get(f"{service.url}/identities/{other}").status_code == 404
+
+        # Metadata: text that is not a JSON object is refused before anything is sent; an object
+        # is saved and read back.
+        metadata = page.get_by_label("Metadata (a JSON object; empty for none)")
+        refused = (('{"team": ', "Metadata must be a JSON object"), ("[1, 2]", "not [1,2]"))
+        for text, said in refused:
+            metadata.fill(text)
+            page.get_by_role("button", name="Save metadata").click()
+            assert said in page.locator("#error").inner_text()
+        assert httpx.get(f"{service.url}/identities/{identity_id}").json()["metadata"] == {
+            "team": "web test"
+        }
+        metadata.fill('{"team": "edited", "floor": 3}')
+        page.get_by_role("button", name="Save metadata").click()
+        page.get_by_text(f"Saved the metadata of {name}.").wait_for()
+        assert page.is_hidden("#error")
+        stored = httpx.get(f"{service.url}/identities/{identity_id}").json()["metadata"]
+        assert stored == {"team": "edited", "floor": 3}
+        assert json.loads(page.input_value("#person-metadata")) == stored
 
         page.get_by_label("New name").fill(f"Thomas Hanks {suffix}")
         page.get_by_role("button", name="Rename").click()
