@@ -36,7 +36,7 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Request latency: /identify/embedding answers in ~5 ms, a 32-image /extract of group photos on 2
-# cores takes tens of seconds (the README's throughput table: ~11 images/s).
+# cores takes tens of seconds (bench/RESULTS.md's throughput table: ~11 images/s).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Faces the detector found in one image: portraits (0-1), group photos (5-30), crowds; NMS keeps
 # at most 2000 candidates per image.
